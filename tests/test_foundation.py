@@ -17,7 +17,9 @@ from voice_app.db.pool import Database
 from voice_app.state.store import StateStore
 
 
-async def _tenant_with_user(owner: asyncpg.Connection, slug: str, account: str) -> tuple[uuid.UUID, uuid.UUID]:
+async def _tenant_with_user(
+    owner: asyncpg.Connection, slug: str, account: str
+) -> tuple[uuid.UUID, uuid.UUID]:
     tenant_id = await users.create_tenant(owner, slug, slug.title())
     user = await users.create_user(
         owner, tenant_id, account_number=account, display_name=f"{slug} user", pin_hash="x"
@@ -28,14 +30,22 @@ async def _tenant_with_user(owner: asyncpg.Connection, slug: str, account: str) 
 @pytest.fixture(scope="module")
 async def two_tenants(owner_conn: asyncpg.Connection) -> dict[str, tuple[uuid.UUID, uuid.UUID]]:
     suffix = uuid.uuid4().hex[:6]
-    a = await _tenant_with_user(owner_conn, f"alpha-{suffix}", str(10_000_000 + int(suffix, 16) % 1000))
-    b = await _tenant_with_user(owner_conn, f"beta-{suffix}", str(20_000_000 + int(suffix, 16) % 1000))
+    a = await _tenant_with_user(
+        owner_conn, f"alpha-{suffix}", str(10_000_000 + int(suffix, 16) % 1000)
+    )
+    b = await _tenant_with_user(
+        owner_conn, f"beta-{suffix}", str(20_000_000 + int(suffix, 16) % 1000)
+    )
     for tenant_id, _ in (a, b):
-        await calls.add_message(owner_conn, tenant_id, "CA-shared", "user", f"secret of {tenant_id}")
+        await calls.add_message(
+            owner_conn, tenant_id, "CA-shared", "user", f"secret of {tenant_id}"
+        )
     return {"a": a, "b": b}
 
 
-async def test_migrations_apply_to_empty_database_then_are_a_noop(owner_conn: asyncpg.Connection) -> None:
+async def test_migrations_apply_to_empty_database_then_are_a_noop(
+    owner_conn: asyncpg.Connection,
+) -> None:
     name = f"va_mig_{uuid.uuid4().hex[:8]}"
     await owner_conn.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -45,11 +55,29 @@ async def test_migrations_apply_to_empty_database_then_are_a_noop(owner_conn: as
         assert await migrate(dsn) == []
         conn = await asyncpg.connect(dsn)
         try:
-            recorded = await conn.fetch("SELECT version, checksum FROM schema_migrations ORDER BY 1")
+            recorded = await conn.fetch(
+                "SELECT version, checksum FROM schema_migrations ORDER BY 1"
+            )
             assert [r["version"] for r in recorded] == [m.version for m in load_migrations()]
-            tables = {r[0] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
-            assert {"tenants", "users", "teams", "team_members", "todos", "calendar_accounts",
-                    "calendar_events", "calls", "messages", "tool_calls", "agents"} <= tables
+            tables = {
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT tablename FROM pg_tables WHERE schemaname='public'"
+                )
+            }
+            assert {
+                "tenants",
+                "users",
+                "teams",
+                "team_members",
+                "todos",
+                "calendar_accounts",
+                "calendar_events",
+                "calls",
+                "messages",
+                "tool_calls",
+                "agents",
+            } <= tables
         finally:
             await conn.close()
     finally:
@@ -85,17 +113,22 @@ async def test_repository_never_returns_another_tenants_rows(db: Database, two_t
         assert [m["content"] for m in messages] == [f"secret of {tenant_a}"]
 
 
-async def test_raw_query_without_tenant_filter_sees_only_current_tenant(db: Database, two_tenants) -> None:
+async def test_raw_query_without_tenant_filter_sees_only_current_tenant(
+    db: Database, two_tenants
+) -> None:
     (tenant_a, _), (tenant_b, _) = two_tenants["a"], two_tenants["b"]
     async with db.tenant(tenant_a) as conn:
         rows = await conn.fetch("SELECT tenant_id FROM users")
         assert {r["tenant_id"] for r in rows} == {tenant_a}
-        assert {r["tenant_id"] for r in await conn.fetch("SELECT tenant_id FROM messages")} == {tenant_a}
+        assert {r["tenant_id"] for r in await conn.fetch("SELECT tenant_id FROM messages")} == {
+            tenant_a
+        }
         assert {r["id"] for r in await conn.fetch("SELECT id FROM tenants")} == {tenant_a}
         # Writing a row for another tenant is refused by the policy's WITH CHECK.
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute(
-                "INSERT INTO messages (tenant_id, call_sid, role, content) VALUES ($1, 'x', 'user', 'x')",
+                "INSERT INTO messages (tenant_id, call_sid, role, content)"
+                " VALUES ($1, 'x', 'user', 'x')",
                 tenant_b,
             )
     async with db.anonymous() as conn:
@@ -103,7 +136,9 @@ async def test_raw_query_without_tenant_filter_sees_only_current_tenant(db: Data
         assert await conn.fetchval("SELECT current_user") == "voice_app_rw"
 
 
-async def test_sign_in_lookup_crosses_tenants_narrowly(db: Database, owner_conn, two_tenants) -> None:
+async def test_sign_in_lookup_crosses_tenants_narrowly(
+    db: Database, owner_conn, two_tenants
+) -> None:
     tenant_b, user_b = two_tenants["b"]
     account = await owner_conn.fetchval("SELECT account_number FROM users WHERE id = $1", user_b)
     async with db.anonymous() as conn:
@@ -121,8 +156,13 @@ async def test_status_callbacks_are_idempotent(db: Database, owner_conn) -> None
     async with db.anonymous() as conn:
         for status, seq in events + events[::-1]:  # every event twice, the retries out of order
             await calls.record_call_event(
-                conn, call_sid=sid, status=status, sequence=seq, at=t0 + timedelta(seconds=seq),
-                from_number="+15550001111", duration_s=3 if status == "completed" else None,
+                conn,
+                call_sid=sid,
+                status=status,
+                sequence=seq,
+                at=t0 + timedelta(seconds=seq),
+                from_number="+15550001111",
+                duration_s=3 if status == "completed" else None,
             )
     row = await owner_conn.fetchrow("SELECT * FROM calls WHERE call_sid = $1", sid)
     assert row["status"] == "completed" and row["outcome"] == "completed"
@@ -133,7 +173,9 @@ async def test_status_callbacks_are_idempotent(db: Database, owner_conn) -> None
 
 
 async def test_session_expires_after_its_ttl(state: StateStore) -> None:
-    session = await state.create_session(kind="browser", tenant_id="t", subject_id="u", ttl_seconds=1)
+    session = await state.create_session(
+        kind="browser", tenant_id="t", subject_id="u", ttl_seconds=1
+    )
     assert (await state.get_session(session.token)) == session
     assert await state.get_session(session.token, kind="agent") is None
     await asyncio.sleep(2.1)

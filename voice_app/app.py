@@ -45,6 +45,8 @@ def create_app(settings: Settings | None = None) -> Quart:
             except Exception as error:  # readiness reports, it does not raise
                 checks[name] = f"failing: {type(error).__name__}"
         ready = all(v == "ok" for v in checks.values())
-        return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503
+        return jsonify(
+            status="ready" if ready else "not ready", checks=checks
+        ), 200 if ready else 503
 
     return app

@@ -218,8 +218,12 @@ class Settings:
     def engines(self) -> dict[str, str]:
         """Which engine serves each job, in words an operator reads at start-up."""
         return {
-            "speech-to-text": "Deepgram nova-3" if self.deepgram_api_key else "offline pocketsphinx",
-            "text-to-speech": "Deepgram Aura-2" if self.deepgram_api_key else "offline flite/espeak-ng",
+            "speech-to-text": "Deepgram nova-3"
+            if self.deepgram_api_key
+            else "offline pocketsphinx",
+            "text-to-speech": "Deepgram Aura-2"
+            if self.deepgram_api_key
+            else "offline flite/espeak-ng",
             "agent": f"Claude {self.anthropic_model}"
             if self.anthropic_api_key
             else "offline intent grammar",

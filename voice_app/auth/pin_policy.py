@@ -11,16 +11,28 @@ FAILURE_WINDOW_SECONDS = 15 * 60
 LOCK_SECONDS = 15 * 60
 
 _WORDS = {
-    "zero": "0", "oh": "0", "o": "0", "nought": "0",
-    "one": "1", "won": "1",
-    "two": "2", "to": "2", "too": "2",
-    "three": "3", "tree": "3",
-    "four": "4", "for": "4", "fore": "4",
+    "zero": "0",
+    "oh": "0",
+    "o": "0",
+    "nought": "0",
+    "one": "1",
+    "won": "1",
+    "two": "2",
+    "to": "2",
+    "too": "2",
+    "three": "3",
+    "tree": "3",
+    "four": "4",
+    "for": "4",
+    "fore": "4",
     "five": "5",
-    "six": "6", "sex": "6",
+    "six": "6",
+    "sex": "6",
     "seven": "7",
-    "eight": "8", "ate": "8",
-    "nine": "9", "niner": "9",
+    "eight": "8",
+    "ate": "8",
+    "nine": "9",
+    "niner": "9",
 }
 _MULTIPLIERS = {"double": 2, "triple": 3}
 _TOKEN = re.compile(r"[a-z]+|[0-9]")

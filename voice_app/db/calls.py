@@ -27,7 +27,14 @@ async def record_call_event(
     """Record a Twilio status callback. Idempotent: retries and reordering change nothing."""
     await conn.execute(
         "SELECT record_call_event($1, $2, $3, $4, $5, $6, $7, $8)",
-        call_sid, status, sequence, from_number, to_number, channel, duration_s, at,
+        call_sid,
+        status,
+        sequence,
+        from_number,
+        to_number,
+        channel,
+        duration_s,
+        at,
     )
 
 
@@ -43,7 +50,9 @@ async def set_call_outcome(
 ) -> None:
     await conn.execute(
         "UPDATE calls SET outcome = $3, updated_at = now() WHERE tenant_id = $1 AND call_sid = $2",
-        tenant_id, call_sid, outcome,
+        tenant_id,
+        call_sid,
+        outcome,
     )
 
 
@@ -68,7 +77,11 @@ async def add_message(
     return await conn.fetchval(
         "INSERT INTO messages (tenant_id, call_sid, role, content, interrupted) "
         "VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        tenant_id, call_sid, role, content, interrupted,
+        tenant_id,
+        call_sid,
+        role,
+        content,
+        interrupted,
     )
 
 
@@ -78,7 +91,9 @@ async def trim_message(
     """After a barge-in, keep only what the caller actually heard of an assistant message."""
     await conn.execute(
         "UPDATE messages SET content = $3, interrupted = true WHERE tenant_id = $1 AND id = $2",
-        tenant_id, message_id, heard,
+        tenant_id,
+        message_id,
+        heard,
     )
 
 
@@ -88,7 +103,9 @@ async def list_messages(
     rows = await conn.fetch(
         "SELECT id, role, content, interrupted, created_at FROM messages "
         "WHERE tenant_id = $1 AND call_sid = $2 ORDER BY id LIMIT $3",
-        tenant_id, call_sid, limit,
+        tenant_id,
+        call_sid,
+        limit,
     )
     return [dict(r) for r in rows]
 
@@ -108,8 +125,14 @@ async def audit_tool_call(
     await conn.execute(
         "INSERT INTO tool_calls (tenant_id, user_id, call_sid, tool, arguments, outcome, detail,"
         " duration_ms) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8)",
-        tenant_id, user_id, call_sid, tool, json.dumps(arguments, default=str), outcome,
-        detail[:500], duration_ms,
+        tenant_id,
+        user_id,
+        call_sid,
+        tool,
+        json.dumps(arguments, default=str),
+        outcome,
+        detail[:500],
+        duration_ms,
     )
 
 
@@ -119,7 +142,9 @@ async def list_tool_calls(
     rows = await conn.fetch(
         "SELECT tool, arguments, outcome, detail, duration_ms, created_at FROM tool_calls "
         "WHERE tenant_id = $1 AND ($2::text IS NULL OR call_sid = $2) ORDER BY id DESC LIMIT $3",
-        tenant_id, call_sid, limit,
+        tenant_id,
+        call_sid,
+        limit,
     )
     return [dict(r) for r in rows]
 
@@ -133,8 +158,12 @@ async def add_security_event(
     detail: dict[str, Any] | None = None,
 ) -> None:
     await conn.execute(
-        "INSERT INTO security_events (tenant_id, user_id, kind, detail) VALUES ($1, $2, $3, $4::jsonb)",
-        tenant_id, user_id, kind, json.dumps(detail or {}),
+        "INSERT INTO security_events (tenant_id, user_id, kind, detail)"
+        " VALUES ($1, $2, $3, $4::jsonb)",
+        tenant_id,
+        user_id,
+        kind,
+        json.dumps(detail or {}),
     )
 
 
@@ -144,6 +173,7 @@ async def list_security_events(
     rows = await conn.fetch(
         "SELECT user_id, kind, detail, created_at FROM security_events WHERE tenant_id = $1 "
         "ORDER BY id DESC LIMIT $2",
-        tenant_id, limit,
+        tenant_id,
+        limit,
     )
     return [dict(r) for r in rows]

@@ -56,7 +56,9 @@ async def migrate(url: str) -> list[Migration]:
                  version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
                  applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        done = {r["version"]: r["checksum"] for r in await conn.fetch("SELECT * FROM schema_migrations")}
+        done = {
+            r["version"]: r["checksum"] for r in await conn.fetch("SELECT * FROM schema_migrations")
+        }
         applied = []
         for m in load_migrations():
             if m.version in done:
@@ -70,7 +72,9 @@ async def migrate(url: str) -> list[Migration]:
                 await conn.execute(m.sql)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    m.version, m.name, m.checksum,
+                    m.version,
+                    m.name,
+                    m.checksum,
                 )
             applied.append(m)
         return applied

@@ -63,7 +63,8 @@ async def create_tenant(conn: asyncpg.Connection, slug: str, name: str) -> UUID:
     return await conn.fetchval(
         "INSERT INTO tenants (slug, name) VALUES ($1, $2) "
         "ON CONFLICT (slug) DO UPDATE SET name = EXCLUDED.name RETURNING id",
-        slug, name,
+        slug,
+        name,
     )
 
 
@@ -87,7 +88,14 @@ async def create_user(
         f"""INSERT INTO users (tenant_id, account_number, display_name, pin_hash, phone_e164,
                                email, timezone, role)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {_USER_COLUMNS}""",
-        tenant_id, account_number, display_name, pin_hash, phone_e164, email, timezone, role,
+        tenant_id,
+        account_number,
+        display_name,
+        pin_hash,
+        phone_e164,
+        email,
+        timezone,
+        role,
     )
     return User.from_row(row)
 
@@ -105,7 +113,9 @@ async def list_users(
     rows = await conn.fetch(
         f"SELECT {_USER_COLUMNS} FROM users WHERE tenant_id = $1 "
         "ORDER BY lower(display_name) LIMIT $2 OFFSET $3",
-        tenant_id, limit, offset,
+        tenant_id,
+        limit,
+        offset,
     )
     return [User.from_row(r) for r in rows]
 
@@ -117,7 +127,9 @@ async def find_users_by_name(
         f"""SELECT {_USER_COLUMNS} FROM users
             WHERE tenant_id = $1 AND display_name ILIKE '%' || $2 || '%'
             ORDER BY lower(display_name) = lower($2) DESC, lower(display_name) LIMIT $3""",
-        tenant_id, name.replace("%", r"\%").replace("_", r"\_"), limit,
+        tenant_id,
+        name.replace("%", r"\%").replace("_", r"\_"),
+        limit,
     )
     return [User.from_row(r) for r in rows]
 
@@ -137,7 +149,9 @@ async def update_profile(
     row = await conn.fetchrow(
         f"UPDATE users SET {assignments}, updated_at = now() WHERE tenant_id = $1 AND id = $2 "
         f"RETURNING {_USER_COLUMNS}",
-        tenant_id, user_id, *[changes[c] for c in columns],
+        tenant_id,
+        user_id,
+        *[changes[c] for c in columns],
     )
     return User.from_row(row) if row else None
 
@@ -147,7 +161,9 @@ async def set_pin_hash(
 ) -> bool:
     status = await conn.execute(
         "UPDATE users SET pin_hash = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2",
-        tenant_id, user_id, pin_hash,
+        tenant_id,
+        user_id,
+        pin_hash,
     )
     return status.endswith(" 1")
 

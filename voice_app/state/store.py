@@ -60,7 +60,9 @@ class StateStore:
             created_at=time.time(),
             **extra,
         )
-        await self.redis.set(keys.session(session.token), json.dumps(asdict(session)), ex=ttl_seconds)
+        await self.redis.set(
+            keys.session(session.token), json.dumps(asdict(session)), ex=ttl_seconds
+        )
         return session
 
     async def get_session(self, token: str | None, *, kind: str | None = None) -> Session | None:
@@ -79,7 +81,9 @@ class StateStore:
 
     # Live call state -----------------------------------------------------------------------
 
-    async def set_call_state(self, call_sid: str, ttl_seconds: int = 6 * 3600, **fields: str) -> None:
+    async def set_call_state(
+        self, call_sid: str, ttl_seconds: int = 6 * 3600, **fields: str
+    ) -> None:
         key = keys.call_state(call_sid)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=fields)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -124,12 +123,12 @@ async def audit_tool_call(
 ) -> None:
     await conn.execute(
         "INSERT INTO tool_calls (tenant_id, user_id, call_sid, tool, arguments, outcome, detail,"
-        " duration_ms) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8)",
+        " duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         tenant_id,
         user_id,
         call_sid,
         tool,
-        json.dumps(arguments, default=str),
+        arguments,
         outcome,
         detail[:500],
         duration_ms,
@@ -159,11 +158,11 @@ async def add_security_event(
 ) -> None:
     await conn.execute(
         "INSERT INTO security_events (tenant_id, user_id, kind, detail)"
-        " VALUES ($1, $2, $3, $4::jsonb)",
+        " VALUES ($1, $2, $3, $4)",
         tenant_id,
         user_id,
         kind,
-        json.dumps(detail or {}),
+        detail or {},
     )
 
 

@@ -19,9 +19,13 @@ import asyncpg
 APP_ROLE = "voice_app_rw"
 
 
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str)  # datetimes and UUIDs in audit arguments
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    for pg_type in ("jsonb", "json"):
+        await conn.set_type_codec(pg_type, encoder=_dumps, decoder=json.loads, schema="pg_catalog")
     await conn.execute(f"SET ROLE {APP_ROLE}")
 
 

@@ -13,8 +13,9 @@ Bursts shorter than `min_utterance_ms` only produce SpeechStarted and consume no
 the queue is empty, `fallback_transcript` is used. Endpointing and utterance_end_ms come from the
 client's query unless overridden on the stand-in.
 
-TTS: Speak text is buffered; each Flush produces `ms_per_char` of deterministic μ-law tone per
-character (after `tts_ttfb` seconds, in `tts_chunk_bytes` chunks) then Flushed{sequence_id}.
+TTS: Speak text is buffered until it ends a sentence (then spoken at once, as Deepgram does) or a
+Flush comes; each produces `ms_per_char` of deterministic μ-law tone per character (after
+`tts_ttfb` seconds, in `tts_chunk_bytes` chunks); a Flush is answered with Flushed{sequence_id}.
 
 Faults: `drop()` (1011 mid-stream, or abort=True for a dead TCP), `reject_next(status)`,
 `stall()`/`resume()`, `fail_next_reply("error"|"close"|"stall")`; `idle_timeout` (NET-0001).
@@ -548,7 +549,9 @@ class DeepgramStandIn(StandIn):
     async def _speak(self, conn: Connection, ws: ServerConnection) -> None:
         loop = asyncio.get_running_loop()
         pending: list[str] = []
-        jobs: asyncio.Queue[tuple[int, str, int]] = asyncio.Queue()
+        # (sequence or None, text, generation): None is a sentence spoken as soon as it is
+        # complete, as Deepgram does; a number is a Flush, answered with Flushed.
+        jobs: asyncio.Queue[tuple[int | None, str, int]] = asyncio.Queue()
         flushes: deque[float] = deque()
         state = {"sequence": 0, "generation": 0}
 
@@ -563,8 +566,14 @@ class DeepgramStandIn(StandIn):
         async def work_loop() -> None:
             while True:
                 seq, text, generation = await jobs.get()
+                if state.get("stalled") == generation:
+                    if seq is not None:
+                        state["stalled"] = None  # the stalled reply ends at its Flush
+                    continue
                 fault = self._reply_faults.popleft() if self._reply_faults else None
                 if fault == "stall":
+                    if seq is None:  # mid-reply: the rest of the reply stays silent too
+                        state["stalled"] = generation
                     continue
                 await asyncio.sleep(self.tts_ttfb)
                 await self._resumed.wait()
@@ -587,7 +596,7 @@ class DeepgramStandIn(StandIn):
                 if fault == "close":
                     ws.transport.abort()
                     return
-                if generation == state["generation"]:
+                if seq is not None and generation == state["generation"]:
                     await send_json({"type": "Flushed", "sequence_id": seq})
 
         await send_json(
@@ -609,6 +618,9 @@ class DeepgramStandIn(StandIn):
                 kind = message.get("type")
                 if kind == "Speak":
                     pending.append(str(message.get("text", "")))
+                    if pending[-1].rstrip().endswith((".", "!", "?")):
+                        jobs.put_nowait((None, "".join(pending), state["generation"]))
+                        pending.clear()
                 elif kind == "Flush":
                     now = loop.time()
                     while flushes and now - flushes[0] > self.flush_window:

@@ -7,7 +7,14 @@ import logging
 from quart import Quart, Response, jsonify
 
 from voice_app.config import Settings
+from voice_app.observability import blueprint as observability
+from voice_app.observability import start_observability
 from voice_app.services import Services, current_services
+from voice_app.streams.routes import bp as streams
+from voice_app.tools.calendar_oauth import blueprint as calendar_oauth
+from voice_app.twiml.routes import twiml
+from voice_app.web.api import api as web_api
+from voice_app.web.routes import web
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +28,7 @@ def create_app(settings: Settings | None = None) -> Quart:
 
     @app.before_serving
     async def start_services() -> None:
+        start_observability(settings)  # logs and Sentry first, inside the serving loop
         app.extensions["services"] = await Services.start(settings)
         for job, engine in settings.engines().items():
             log.info("engine %s: %s", job, engine)
@@ -30,6 +38,13 @@ def create_app(settings: Settings | None = None) -> Quart:
         services: Services | None = app.extensions.pop("services", None)
         if services is not None:
             await services.close()
+
+    app.register_blueprint(twiml)
+    app.register_blueprint(streams)
+    app.register_blueprint(calendar_oauth)
+    app.register_blueprint(web_api)
+    app.register_blueprint(web)
+    app.register_blueprint(observability)
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -33,9 +33,13 @@ class Services:
                 "DATABASE_URL and REDIS_URL must be resolved before the app starts "
                 "(`voice-app serve` starts embedded services when they are unset)"
             )
+        from voice_app.speech.factory import build_speech
+
         db = await Database.connect(settings.database_url)
         state = StateStore.from_url(settings.redis_url)
-        return cls(settings=settings, db=db, state=state)
+        services = cls(settings=settings, db=db, state=state)
+        services.extras["speech"] = build_speech(settings)  # shared factories; streams per call
+        return services
 
     async def close(self) -> None:
         for name, extra in list(self.extras.items()):

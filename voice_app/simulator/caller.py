@@ -47,6 +47,9 @@ class Turn:
     barge_in_cleared: bool = False  # it stopped because the app sent `clear`
     reply_timed_out: bool = False
     assistant_overlapped: bool = False  # the app sent audio while the caller was speaking
+    # Audio that arrived after the app's clear while the caller was still talking: the
+    # cancelled reply's stale audio (it must be zero; a new reply waits for the caller).
+    stale_audio_bytes: int = 0
     transcript: str | None = None  # the app's transcript of the caller, if it is ever known
     assistant_words: str | None = None
 
@@ -187,6 +190,9 @@ class Caller:
         turn.assistant_overlapped = (
             arrived is not None and turn.start is not None and (arrived > turn.start)
         )
+        cleared = playback.last_clear_at
+        if cleared is not None and turn.start is not None and cleared >= turn.start:
+            turn.stale_audio_bytes = playback.bytes_since_clear
         playback.watch(now)
 
     def _observe(self, playback: Playback) -> None:

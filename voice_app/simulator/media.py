@@ -41,6 +41,8 @@ class Playback:
         self.last_arrival: float | None = None  # of any audio
         self.marks_echoed = 0
         self.clears = 0
+        self.last_clear_at: float | None = None
+        self.bytes_since_clear = 0  # audio that arrived after the last clear
         # A watch reports the first audio that arrives (and starts playing) after a moment:
         # the assistant's reply to a caller line that ended then.
         self._watch_after: float | None = None
@@ -56,6 +58,7 @@ class Playback:
         echoes = self.advance(now)  # audio arriving at an idle queue starts playing *now*
         if data:
             self.last_arrival = now
+            self.bytes_since_clear += len(data)
             after = self._watch_after
             if after is not None and self.watch_arrival is None and now >= after:
                 self.watch_arrival = now
@@ -76,6 +79,7 @@ class Playback:
         """Drop every queued byte; the marks still pending echo immediately."""
         echoes = self.advance(now)
         self.clears += 1
+        self.last_clear_at, self.bytes_since_clear = now, 0
         pending = [item for item in self._queue if isinstance(item, str)]
         if self.playing or self.queued_bytes:
             self._stop(self._pos, "cleared")

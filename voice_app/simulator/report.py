@@ -104,6 +104,7 @@ class CallReport:
             "latency_played_ms": _round(turn.latency_played_s),
             "reply_timed_out": turn.reply_timed_out,
             "assistant_overlapped": turn.assistant_overlapped,
+            "stale_audio_bytes": turn.stale_audio_bytes,
             "barge_in": turn.barge_in,
             "barge_in_latency_ms": _round(turn.barge_in_latency_s),
             "barge_in_cleared": turn.barge_in_cleared,

@@ -226,6 +226,6 @@ class Webhooks:
                 )
         except httpx.HTTPError as error:
             raise WebhookError(f"{urlsplit(url).path}: {error!r}") from None
-        if response.status_code != 200:
+        if not 200 <= response.status_code < 300:  # Twilio takes any 2xx (204 for callbacks)
             raise WebhookError(f"{urlsplit(url).path} answered HTTP {response.status_code}")
         return response.text

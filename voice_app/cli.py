@@ -133,12 +133,14 @@ def serve_forever(settings: Settings) -> int:
     from hypercorn.config import Config
 
     from voice_app.app import create_app
+    from voice_app.shutdown import drain
 
     app = create_app(settings)
     config = Config()
     config.bind = [f"{settings.host}:{settings.port}"]
-    config.graceful_timeout = settings.shutdown_grace_seconds + 10
+    config.graceful_timeout = 10  # our own drain runs first and ends the calls
     config.websocket_ping_interval = 20
+    config.keep_alive_timeout = 75
     config.accesslog = None
 
     async def run() -> None:
@@ -146,8 +148,15 @@ def serve_forever(settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+
+        async def drained() -> None:
+            await stop.wait()
+            services = app.extensions.get("services")
+            if services is not None:
+                await drain(services, settings.shutdown_grace_seconds)
+
         log.info("serving on %s (public URL %s)", config.bind[0], settings.public_base_url)
-        await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        await serve(app, config, shutdown_trigger=drained)  # type: ignore[arg-type]
 
     asyncio.run(run())
     return 0

@@ -191,6 +191,8 @@ class Settings:
             # Lets the caller simulator and local mode sign requests out of the box. Real Twilio
             # requests are signed with the account's token, so they fail against this one.
             values["twilio_auth_token"] = DEV_TWILIO_AUTH_TOKEN
+        if "host" not in values and values.get("environment") == "production":
+            values["host"] = "0.0.0.0"  # noqa: S104 - behind the platform's router
         settings = cls(**values)
         settings._check_pairs()
         return settings

@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from uuid import UUID
 
 from quart import Blueprint, Response, websocket
 
 from voice_app.agent.base import CallContext
 from voice_app.agent.factory import build_assistant
+from voice_app.auth.browser_session import origin_allowed
 from voice_app.auth.twilio_signature import websocket_signature_ok
-from voice_app.db import users
+from voice_app.db import calls, users
 from voice_app.logs import call_sid_var
+from voice_app.observability.telemetry import CallTelemetry
 from voice_app.services import Services, current_services
 from voice_app.state.store import Session
 from voice_app.streams import codec
@@ -54,6 +57,8 @@ async def local_stream() -> Response | None:
     services = current_services()
     if not services.settings.local_mode:
         return Response("local mode is off (set LOCAL_MODE=true)", status=404)
+    if not origin_allowed(websocket.headers, services.settings, required=True):
+        return Response("forbidden", status=403)  # cross-site WebSocket hijacking
     cookie = websocket.cookies.get(BROWSER_COOKIE)
     browser = await services.state.get_session(cookie, kind="browser")
     if browser is None:
@@ -88,6 +93,7 @@ async def run_call(
         return
     context = await _call_context(services, session)
     stt, tts = services.extras["speech"]
+    telemetry = CallTelemetry(start.call_sid, context.tenant_id, context.channel, context.user_id)
     async with open_tools_session(services, context) as tools:
         call = CallSession(
             context=context,
@@ -98,16 +104,34 @@ async def run_call(
             assistant=build_assistant(services, context, tools),
             hooks=LiveCallHooks(services, context),
             config=engine_config(services),
+            telemetry=telemetry,
         )
         live_calls: set[CallSession] = services.extras.setdefault("live_calls", set())
         live_calls.add(call)
         try:
-            outcome = await call.run(frames, start)
+            with telemetry:
+                outcome = await call.run(frames, start)
         finally:
             live_calls.discard(call)
+            if browser is not None:  # no Twilio status callbacks for a local call
+                await _record_local_end(services, call)
     log.info("call ended: %s (%s)", outcome, call.stats)
     # Closing the socket is what lets Twilio go on to <Connect action> (goodbye or transfer).
     await websocket.close(1000)
+
+
+async def _record_local_end(services: Services, call: CallSession) -> None:
+    sid = call.context.call_sid
+    async with services.db.anonymous() as conn:
+        await calls.record_call_event(
+            conn,
+            call_sid=sid,
+            status="completed",
+            sequence=1_000_000,
+            at=datetime.now(UTC),
+            channel="local",
+        )
+    await services.state.set_call_state(sid, stream="ended")
 
 
 async def _await_start(frames: AsyncIterator[str | bytes]) -> codec.Start | None:

@@ -24,6 +24,7 @@ from typing import Literal, Protocol
 
 from voice_app.agent.base import Assistant, CallContext, Hangup, TextDelta, Transfer
 from voice_app.agent.chunker import SentenceChunker, speakable
+from voice_app.observability.telemetry import CallTelemetry, Turn
 from voice_app.speech.base import (
     Cleared,
     Flushed,
@@ -47,6 +48,8 @@ LINES = {
     "max_length": "We've reached the time limit for this call. Goodbye!",
     "transfer": "Let me connect you to a person. One moment, please.",
     "trouble": "Sorry, something went wrong on my side. Could you say that again?",
+    "restart": "I'm sorry, I have to end this call now for maintenance. Please call back in a "
+    "minute. Goodbye!",
 }
 
 
@@ -108,6 +111,7 @@ class CallSession:
         assistant: Assistant,
         hooks: CallHooks,
         config: EngineConfig | None = None,
+        telemetry: CallTelemetry | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.context = context
@@ -119,6 +123,9 @@ class CallSession:
         self.hooks = hooks
         self.config = config or EngineConfig()
         self.clock = clock
+        self.telemetry = telemetry or CallTelemetry(
+            context.call_sid, context.tenant_id, context.channel, context.user_id
+        )
         self.turns = turns.TurnTaker(self.config.turn)
         self.validator = codec.StreamValidator()
         self.playback = PlaybackClock()
@@ -131,6 +138,7 @@ class CallSession:
         self._done = asyncio.Event()
         self._mark_seq = 0
         self._reply_open = False  # the current reply still expects a Flushed
+        self._awaiting_first_audio = False  # an answer whose first audio is not out yet
         self.outcome: Outcome = "abandoned"
         self.stats = {"frames_in": 0, "frames_dropped": 0, "media_out": 0, "barge_ins": 0}
 
@@ -168,7 +176,20 @@ class CallSession:
 
     def end(self, outcome: Outcome) -> None:
         self.outcome = outcome
+        self.telemetry.end(outcome)
         self._done.set()
+
+    async def request_goodbye(self, patience_s: float = 8.0) -> None:
+        """The server is going away: let the current reply finish, say goodbye, hang up."""
+        deadline = self.clock() + patience_s
+        while self.turns.phase is not turns.Phase.LISTENING and self.clock() < deadline:
+            if self.turns.phase in (turns.Phase.ENDING, turns.Phase.ENDED):
+                return  # already on its way out
+            await asyncio.sleep(0.1)
+        if self.turns.phase is turns.Phase.LISTENING:
+            await self._execute(turns.SayGoodbyeAndHangup("server restart"))
+        else:  # a reply that will not end: make it the last one
+            await self._handle(turns.AgentEndsCall("hangup", "server restart"))
 
     async def _cleanup(self) -> None:
         self._cancel_agent()
@@ -237,11 +258,16 @@ class CallSession:
                 self.speech.resume.set()
             case turns.RecordHeard(text):
                 self.stats["barge_ins"] += 1
+                self.telemetry.barge_in()
                 self._spawn(self.assistant.record_heard(text))
             case turns.Reprompt():
                 await self._say("reprompt", LINES["reprompt"])
             case turns.SayGoodbyeAndHangup(reason):
-                line = {"caller silent": "silent_goodbye", "max call length": "max_length"}
+                line = {
+                    "caller silent": "silent_goodbye",
+                    "max call length": "max_length",
+                    "server restart": "restart",
+                }
                 await self._say("goodbye", LINES[line.get(reason, "goodbye")])
             case turns.RequestAgent():
                 await self._say("transfer", LINES["transfer"])
@@ -249,6 +275,7 @@ class CallSession:
                 await self.hooks.hangup(reason)
                 self.end("max_length" if reason == "max call length" else "completed")
             case turns.Transfer(reason):
+                self.telemetry.breadcrumb("transfer", "transfer to a person", reason=reason)
                 await self.hooks.transfer(reason)
                 self.end("transferred")
 
@@ -277,6 +304,10 @@ class CallSession:
         self._agent_task = None
 
     async def _agent_turn(self, text: str) -> None:
+        with self.telemetry.turn() as turn:
+            await self._agent_reply(text, turn)
+
+    async def _agent_reply(self, text: str, turn: Turn) -> None:
         chunker = SentenceChunker()
         said: list[str] = []
         started = False
@@ -288,6 +319,7 @@ class CallSession:
                 return
             if not started:
                 started = True
+                turn.tts(self._tts_source.name)
                 await self._begin_reply("answer")
             said.append(piece)
             await self._speak(piece)
@@ -304,9 +336,11 @@ class CallSession:
                     ending = turns.AgentEndsCall("hangup", event.reason)
             await speak(chunker.flush())
         except asyncio.CancelledError:
+            turn.finish("cancelled")
             raise
-        except Exception:
+        except Exception as error:
             log.exception("the assistant failed on a turn")
+            self.telemetry.capture(error)
             await speak(LINES["trouble"])
         if said:
             self._spawn(self.hooks.transcript("assistant", " ".join(said)))
@@ -326,6 +360,7 @@ class CallSession:
         await self._finish_reply()
 
     async def _begin_reply(self, kind: turns.ReplyKind) -> None:
+        self._awaiting_first_audio = kind == "answer"
         self.heard.start_reply()
         self.speech.resume.set()
         self._reply_open = True
@@ -385,6 +420,9 @@ class CallSession:
                 speech.items.popleft()
             await self._send(codec.media_message(self.stream_sid, piece))
             self.stats["media_out"] += 1
+            if self._awaiting_first_audio:
+                self._awaiting_first_audio = False
+                self.telemetry.first_audio()
             self.playback.sent(len(piece), self.clock())
             self.heard.add_audio(len(piece))
             unmarked += len(piece)
@@ -412,4 +450,3 @@ class CallSession:
 
         assert self._tasks is not None
         return self._tasks.create_task(guarded())
-

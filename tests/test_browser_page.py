@@ -529,7 +529,6 @@ async def test_local_mode_speaks_media_streams(
 # Local mode end to end, against the call engine's real /streams/local ---------------------------
 
 
-@pytest.mark.xfail(reason="needs /streams/local", strict=False)
 async def test_local_mode_call_end_to_end(page: Page, tenant: Tenant) -> None:
     caller = tenant.member
     await page.goto("/")

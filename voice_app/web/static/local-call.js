@@ -136,7 +136,7 @@ export async function startLocalCall({ ctx, callSid, sessionToken, streamUrl, on
     send("start", {
       start: {
         streamSid,
-        accountSid: "",
+        accountSid: "local",  // no Twilio account: any non-empty value
         callSid,
         tracks: ["inbound"],
         customParameters: { session: sessionToken },
@@ -170,7 +170,7 @@ export async function startLocalCall({ ctx, callSid, sessionToken, streamUrl, on
   return {
     callSid,
     hangUp() {
-      send("stop", { stop: { accountSid: "", callSid } });
+      send("stop", { stop: { accountSid: "local", callSid } });
       ws.close(1000, "caller hung up");
       finish("hung up");
     },

@@ -220,3 +220,39 @@ async def test_shutdown_lets_calls_finish_then_says_goodbye(app: LiveApp, tmp_pa
     assert report.outcome == "app_hangup", report.to_dict()
     messages = await messages_of(app, report)
     assert "maintenance" in str(messages[-1]["content"])
+
+
+async def test_pin_is_changed_on_the_keypad_and_never_reaches_the_transcript(
+    app: LiveApp, deepgram: DeepgramStandIn, owner_conn
+) -> None:
+    from voice_app.auth.secrets import verify_secret
+
+    alan = DEMO_USERS[2]
+    deepgram.expect_utterances(["i want to change my pin"])
+    config = call_config(
+        app,
+        Step("say", "i want to change my pin"),
+        Step("dtmf", f"{alan.pin}#"),
+        Step("dtmf", "8642#"),
+        Step("dtmf", "8642#"),
+        max_duration_s=60,
+    )
+    config = dataclasses.replace(
+        config, account=alan.account_number, pin=alan.pin, from_number=alan.phone
+    )
+    report = await run_call(config)
+    assert report.outcome == "caller_hangup", report.detail
+    stored = await owner_conn.fetchval(
+        "SELECT pin_hash FROM users WHERE account_number = $1", alan.account_number
+    )
+    assert verify_secret(stored, "8642")
+    messages = await messages_of(app, report)
+    assert any("PIN has been changed" in str(m["content"]) for m in messages), messages
+    assert not any("8642" in str(m["content"]) or alan.pin in str(m["content"]) for m in messages)
+    from voice_app.auth.secrets import hash_secret
+
+    await owner_conn.execute(  # put the demo PIN back for the other tests
+        "UPDATE users SET pin_hash = $2 WHERE account_number = $1",
+        alan.account_number,
+        hash_secret(alan.pin),
+    )

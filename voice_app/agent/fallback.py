@@ -135,6 +135,11 @@ class FallbackAgent:
                 return _Reply("You're welcome. Anything else?")
             case Kind.REPEAT:
                 return _Reply(self._last_reply or "I haven't said anything yet. How can I help?")
+            case Kind.CHANGE_PIN:
+                result = await self._tool("user_request_pin_change", {})
+                if result.is_error:
+                    return _Reply(TOOL_TROUBLE)
+                return _Reply("Sure. I'll ask you to type your current PIN, then a new one.")
             case Kind.UNSUPPORTED:
                 self._pending = Intent(Kind.TRANSFER)
                 return _Reply(

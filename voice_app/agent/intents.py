@@ -29,6 +29,7 @@ class Kind(StrEnum):
     THANKS = "thanks"
     REPEAT = "repeat"
     CANCEL = "cancel"
+    CHANGE_PIN = "change_pin"  # handed to the keypad flow: the PIN itself never comes here
     UNSUPPORTED = "unsupported"  # understood, but needs the full assistant or a person
     UNKNOWN = "unknown"
 
@@ -204,6 +205,7 @@ _GOODBYE = re.compile(
     r"nothing else|no more|talk to you later|end (?:the )?call|im done|"
     r"i (?:have to|got to|gotta|need to|must) (?:go|run|leave)$)\b"
 )
+_CHANGE_PIN = re.compile(r"\b(?:change|update|reset|set|new)\s+(?:my\s+|the\s+|a\s+)?pin\b")
 _UNSUPPORTED = [
     re.compile(
         r"^(?:schedule|book|set up|arrange|cancel|move|reschedule|add|create|delete|remove|"
@@ -313,6 +315,8 @@ def parse(text: str) -> Intent:
     for pattern in _COMPLETE:
         if m := pattern.search(plain):
             return _target(m["x"])
+    if _CHANGE_PIN.search(plain):
+        return Intent(Kind.CHANGE_PIN)
     for pattern in _UNSUPPORTED:
         if pattern.search(plain):
             return Intent(Kind.UNSUPPORTED)

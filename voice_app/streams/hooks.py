@@ -8,9 +8,10 @@ from typing import Literal
 from uuid import UUID
 
 from voice_app.agent.base import CallContext
-from voice_app.db import calls
+from voice_app.db import calls, users
 from voice_app.services import Services
 from voice_app.state import keys
+from voice_app.tools.users import change_pin
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,32 @@ class LiveCallHooks:
     async def hangup(self, reason: str) -> None:
         await self.services.state.set_call_state(self.context.call_sid, phase="goodbye")
         log.info("hanging up: %s", reason)
+
+    async def pin_change_requested(self) -> bool:
+        state = await self.services.state.get_call_state(self.context.call_sid)
+        if state.get("pin_change") != "requested":
+            return False
+        await self.services.state.clear_call_flag(self.context.call_sid, "pin_change")
+        return True
+
+    async def change_pin(self, current: str, new: str) -> str:
+        result = await change_pin(
+            self.services.db, self.context.tenant_id, self.context.user_id, current, new
+        )
+        if result.result != "wrong_pin":
+            return result.message
+        # A wrong current PIN counts towards the account's lock-out, like any sign-in failure.
+        tenant_id, user_id = UUID(self.context.tenant_id), UUID(self.context.user_id)
+        async with self.services.db.tenant(tenant_id) as conn:
+            user = await users.get_user(conn, tenant_id, user_id)
+        if user is None:
+            return result.message
+        verdict = await self.services.state.record_pin_failure(user.account_number)
+        if verdict.locked:
+            async with self.services.db.tenant(tenant_id) as conn:
+                await calls.add_security_event(conn, tenant_id, "pin_lockout", user_id=user_id)
+            return result.message + " Too many wrong PINs: your account is locked for 15 minutes."
+        return result.message
 
     async def finished(self, outcome: str) -> None:
         await self.services.state.set_call_state(self.context.call_sid, stream="ended")

@@ -36,6 +36,9 @@ from voice_app.speech.base import (
 from voice_app.streams import codec, turns
 from voice_app.streams.audio import PlaybackClock
 from voice_app.streams.heard import HeardText
+from voice_app.streams.pin_change import PinChangeFlow
+from voice_app.streams.pin_change import Say as PinSay
+from voice_app.streams.pin_change import Submit as PinSubmit
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,12 @@ class CallHooks(Protocol):
         """Mark the call as ending on purpose (the stream end is then expected)."""
 
     async def finished(self, outcome: Outcome) -> None: ...
+
+    async def pin_change_requested(self) -> bool:
+        """True once after the assistant asked for a keypad PIN change (the flag is cleared)."""
+
+    async def change_pin(self, current: str, new: str) -> str:
+        """Change the caller's PIN; returns the line to say."""
 
 
 @dataclass
@@ -139,6 +148,8 @@ class CallSession:
         self._mark_seq = 0
         self._reply_open = False  # the current reply still expects a Flushed
         self._awaiting_first_audio = False  # an answer whose first audio is not out yet
+        self._pin_flow: PinChangeFlow | None = None  # keys go here, never to the agent
+        self._pin_prompt_due = False  # start the flow once the assistant's reply has played
         self.outcome: Outcome = "abandoned"
         self.stats = {"frames_in": 0, "frames_dropped": 0, "media_out": 0, "barge_ins": 0}
 
@@ -243,11 +254,23 @@ class CallSession:
     async def _handle(self, event: turns.Event) -> None:
         for command in self.turns.handle(event, self.clock()):
             await self._execute(command)
+        if self._pin_prompt_due and self.turns.phase is turns.Phase.LISTENING:
+            self._pin_prompt_due = False
+            assert self._pin_flow is not None
+            await self._say("reprompt", self._pin_flow.start().text)
 
     async def _execute(self, command: turns.Command) -> None:
         match command:
-            case turns.StartTurn(text) | turns.UserDigits(text):
-                self._start_agent(text)
+            case turns.StartTurn(text):
+                if self._pin_flow is not None:  # a PIN said aloud: refused, never recorded
+                    self._spawn(self._pin_step(self._pin_flow.speech()))
+                else:
+                    self._start_agent(text)
+            case turns.UserDigits(text):
+                if self._pin_flow is not None:
+                    self._spawn(self._pin_step(self._pin_flow.keys(text)))
+                else:
+                    self._start_agent(text)
             case turns.CancelReply():
                 self._cancel_agent()
             case turns.ClearPlayback():
@@ -342,6 +365,8 @@ class CallSession:
             log.exception("the assistant failed on a turn")
             self.telemetry.capture(error)
             await speak(LINES["trouble"])
+        if ending is None and await self.hooks.pin_change_requested():
+            self._pin_flow, self._pin_prompt_due = PinChangeFlow(), True
         if said:
             self._spawn(self.hooks.transcript("assistant", " ".join(said)))
             await self._finish_reply()
@@ -349,6 +374,17 @@ class CallSession:
             await self._handle(turns.ReplyFinished())
         if ending is not None:
             await self._handle(ending)
+
+    async def _pin_step(self, action: PinSay | PinSubmit | object) -> None:
+        if isinstance(action, PinSay):
+            await self._say("reprompt", action.text)
+            return
+        self._pin_flow = None
+        if isinstance(action, PinSubmit):
+            line = await self.hooks.change_pin(action.current, action.new)
+        else:
+            line = getattr(action, "text", "")
+        await self._say("reprompt", line)
 
     async def _say(self, kind: turns.ReplyKind, text: str) -> None:
         """A line of the shell's own (greeting, reprompt, goodbye, transfer)."""

@@ -878,7 +878,7 @@ async def test_transfer_is_claimed_once_per_call(tool_world: ToolWorld) -> None:
     assert first.structured_content["status"] == "transferring"
     assert second.structured_content["status"] == "already_transferring"
     state = await tool_world.services.state.get_call_state(context.call_sid)
-    assert state["transfer"] == "billing question"
+    assert state["transfer_requested"] == "billing question"
 
 
 async def test_transfer_and_pin_change_need_a_call(tool_world: ToolWorld) -> None:

@@ -7,11 +7,13 @@ import logging
 from quart import Quart, Response, jsonify
 
 from voice_app.config import Settings
+from voice_app.console.routes import console_api, console_page
 from voice_app.observability import blueprint as observability
 from voice_app.observability import start_observability
 from voice_app.services import Services, current_services
 from voice_app.streams.routes import bp as streams
 from voice_app.tools.calendar_oauth import blueprint as calendar_oauth
+from voice_app.transfer.routes import transfer_webhooks
 from voice_app.twiml.routes import twiml
 from voice_app.web.api import api as web_api
 from voice_app.web.routes import web
@@ -44,6 +46,9 @@ def create_app(settings: Settings | None = None) -> Quart:
     app.register_blueprint(calendar_oauth)
     app.register_blueprint(web_api)
     app.register_blueprint(web)
+    app.register_blueprint(transfer_webhooks)
+    app.register_blueprint(console_api)
+    app.register_blueprint(console_page)
     app.register_blueprint(observability)
 
     @app.get("/healthz")

@@ -12,7 +12,7 @@ from voice_app.tools.core import Invalid, ToolSet, current_call
 
 tools = ToolSet()
 
-TRANSFER_FLAG = "transfer"
+TRANSFER_FLAG = "transfer_requested"  # once per request; cleared if the transfer does not happen
 
 
 @tools()

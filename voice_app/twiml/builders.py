@@ -144,7 +144,7 @@ def hang_up() -> str:
 
 # A transfer is in hand unless the call engine says it is not: its own TwiML (the <Dial><Sip>)
 # is what runs next, and we must not talk over it.
-_NO_TRANSFER = frozenset({"", "none", "failed", "cancelled", "canceled"})
+_NO_TRANSFER = frozenset({"", "none", "failed", "cancelled", "canceled", "returned"})
 
 
 class AfterStream(enum.Enum):

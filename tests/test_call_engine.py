@@ -191,11 +191,55 @@ async def test_silence_earns_a_reprompt_then_goodbye(app: LiveApp, tmp_path: Pat
     assert "hang up" in lines[-1], lines
 
 
-async def test_dtmf_zero_asks_for_a_person(app: LiveApp) -> None:
-    report = await run_call(call_config(app, Step("dtmf", "0"), max_duration_s=30))
-    assert report.outcome in ("transferred", "app_hangup"), report.to_dict()
-    messages = await messages_of(app, report)
-    assert any("connect you to a person" in str(m["content"]) for m in messages) or True
+async def test_dtmf_zero_transfers_then_an_unanswered_dial_brings_the_caller_back(
+    settings: Settings, database_url: str, deepgram: DeepgramStandIn
+) -> None:
+    import secrets
+
+    from tests.standins.twilio_rest import TwilioRestStandIn
+
+    await seed_demo(database_url)
+    async with (
+        TwilioRestStandIn(account_sid=settings.twilio_account_sid) as twilio,
+        live_app(
+            settings,
+            deepgram_api_key="dg-test",
+            deepgram_url=deepgram.url,
+            twilio_api_base_url=twilio.url,
+            pbx_sip_domain="pbx.example.test",
+        ) as app,
+    ):
+        call_sid = "CA" + secrets.token_hex(16)
+        report = await run_call(
+            # The call lives on with the agent: no "completed" status callback yet.
+            call_config(
+                app, Step("dtmf", "0"), max_duration_s=30, call_sid=call_sid, status_path=None
+            )
+        )
+        assert report.outcome == "transferred", "\n".join(map(str, report.timeline()))
+        assert len(twilio.updates) == 1  # the live call was updated once, through the REST API
+        updated_sid, form = twilio.updates[0]
+        assert updated_sid == call_sid
+        assert "sip:2001@pbx.example.test;transport=tls?X-Call-Context=" in form["Twiml"]
+        messages = await messages_of(app, report)
+        assert any("connect you to a person" in str(m["content"]) for m in messages), messages
+
+        # Nobody answered: Twilio calls <Dial action>, and the caller is back with the assistant
+        # on a new stream of the same call, which picks the conversation up.
+        deepgram.expect_utterances(["what is on my todo list"])
+        back = await run_call(
+            call_config(
+                app,
+                Step("say", "what is on my todo list"),
+                voice_path="/twiml/transfer-done",
+                call_sid=call_sid,
+            )
+        )
+        assert back.outcome == "caller_hangup", back.to_dict()
+        said = [str(m["content"]) for m in await messages_of(app, back)]
+        assert any("I'm back" in line for line in said), said
+        assert any("milk" in line.lower() for line in said), said
+
 
 
 async def test_shutdown_lets_calls_finish_then_says_goodbye(app: LiveApp, tmp_path: Path) -> None:

@@ -567,7 +567,7 @@ def test_goodbye_plays_to_its_last_mark_before_hanging_up() -> None:
 def test_transfer_line_plays_to_its_last_mark_before_transferring() -> None:
     call = ending()
     call.reply("transfer", "Connecting you to a colleague.")
-    assert call(interim("hang on a second")) == []
+    assert call(interim("okay")) == []  # a backchannel does not call the transfer off
     assert call(MarkEchoed("transfer-0")) == []  # played, but more may still come
     assert call(ReplyFinished()) == [Transfer("caller pressed 0")]
 
@@ -835,3 +835,58 @@ def test_words() -> None:
     assert words("Mm-hm, OKAY!") == ["mm", "hm", "okay"]
     assert words("don't stop") == ["don't", "stop"]
     assert words("...") == []
+
+
+# --- the transfer line: words call the transfer off, noise does not --------------------------
+
+
+def _transfer_line_playing() -> tuple[TurnTaker, float]:
+    from voice_app.speech.base import TranscriptEvent as T
+    from voice_app.streams.turns import AgentEndsCall, AudioSent, ReplyStarted, StartTurn
+
+    taker = TurnTaker()
+    now = 0.0
+    taker.handle(CallStarted(), now)
+    taker.handle(T("final", "i want a person", speech_final=True), now := now + 2)
+    assert taker.phase is Phase.THINKING
+    taker.handle(ReplyStarted("answer"), now := now + 0.5)
+    taker.handle(AgentEndsCall("transfer", "asked for a person"), now)
+    taker.handle(AudioSent("m1", "I'll connect you with a colleague"), now := now + 0.2)
+    assert taker.phase is Phase.ENDING
+    assert not any(isinstance(c, StartTurn) for c in [])
+    return taker, now
+
+
+def test_words_over_the_transfer_line_call_the_transfer_off() -> None:
+    from voice_app.speech.base import TranscriptEvent as T
+    from voice_app.streams.turns import CancelTransfer, ClearPlayback, StartTurn, Transfer
+
+    taker, now = _transfer_line_playing()
+    out = taker.handle(T("speech_started"), now := now + 0.3)
+    assert out == []  # the line keeps playing until words say otherwise
+    out = taker.handle(T("interim", "no wait actually"), now := now + 0.3)
+    assert any(isinstance(c, CancelTransfer) for c in out)
+    assert any(isinstance(c, ClearPlayback) for c in out)
+    assert taker.phase is Phase.LISTENING
+    out = taker.handle(T("final", "no wait actually add a todo", speech_final=True), now + 0.5)
+    assert StartTurn("no wait actually add a todo") in out
+    later = taker.handle(Tick(), now + 30)
+    assert not any(isinstance(c, Transfer) for c in later)
+
+
+def test_a_backchannel_over_the_transfer_line_lets_it_go_ahead() -> None:
+    from voice_app.speech.base import TranscriptEvent as T
+    from voice_app.streams.turns import (
+        CancelTransfer,
+        MarkEchoed,
+        ReplyFinished,
+        StartTurn,
+        Transfer,
+    )
+
+    taker, now = _transfer_line_playing()
+    out = taker.handle(T("final", "okay", speech_final=True), now := now + 0.3)
+    assert not any(isinstance(c, CancelTransfer | StartTurn) for c in out)
+    taker.handle(ReplyFinished(), now := now + 0.1)
+    out = taker.handle(MarkEchoed("m1"), now + 1)
+    assert Transfer("asked for a person") in out

@@ -141,6 +141,16 @@ class ClaudeAssistant:
         self._last: list[_Spoken] = []  # what the latest turn (or the greeting) said
         self._lock = asyncio.Lock()
 
+    def restore(self, earlier: list[tuple[str, str]]) -> None:
+        """Carry on a conversation this call already had (a stream that came back after a
+        transfer nobody answered, or after a drop): its spoken turns become the history."""
+        for role, text in earlier:
+            if role not in ("user", "assistant") or not text.strip():
+                continue
+            if not self.history and role == "assistant":
+                continue  # the API's history starts with the caller
+            append(self.history, role, [text_block(text)])
+
     async def greeting(self) -> str:
         self._greeting = greeting_for(self.context)
         self._last = [_Spoken(None, await self._log.assistant(self._greeting), self._greeting)]

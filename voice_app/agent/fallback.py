@@ -267,7 +267,7 @@ class FallbackAgent:
             names = spoken_list([str(t.get("name", "")) for t in teams])
             return _Reply(
                 f"You're on {count(len(teams), 'team')}: {names}. "
-                f"Ask me about one, like who is on the {teams[0].get('name', '')} team."
+                f"Ask me about one, like who is on the {_team_name(teams[0])}."
             )
         lines = []
         for team in teams:
@@ -276,7 +276,7 @@ class FallbackAgent:
                 return _Reply(TOOL_TROUBLE)
             people = [str(m.get("name", "")) for m in _records(members.data, "members")]
             lines.append(
-                f"The {team.get('name', '')} team has {count(len(people), 'member')}: "
+                f"The {_team_name(team)} has {count(len(people), 'member')}: "
                 f"{spoken_list(people[:8])}."
             )
         return _Reply(" ".join(lines))
@@ -380,3 +380,9 @@ def _event(event: dict[str, Any], now: datetime, *, with_day: bool) -> str:
     if event.get("all_day"):
         return f"{title}{day}, all day"
     return f"{title}{day} at {spoken_time(start)}"
+
+
+def _team_name(team: dict[str, Any]) -> str:
+    """'Launch team', 'Sales' → 'Launch team', 'Sales team' (never 'Launch team team')."""
+    name = str(team.get("name", "")).strip()
+    return name if name.lower().endswith("team") else f"{name} team"

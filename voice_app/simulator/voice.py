@@ -35,7 +35,9 @@ class VoiceError(RuntimeError):
 
 
 def synthesize(text: str) -> bytes:
-    """`text` spoken by flite (voice slt) or espeak-ng, as trimmed μ-law 8 kHz. Cached."""
+    """`text` spoken by flite or espeak-ng, as trimmed μ-law 8 kHz. Cached.
+
+    flite's awb voice: not the assistant's own, and among the best recognised offline."""
     with _synth_lock:
         return _synthesize(text)
 
@@ -47,7 +49,7 @@ def _synthesize(text: str) -> bytes:
         text_file = Path(tmp) / "line.txt"
         text_file.write_text(text, encoding="utf-8")  # a file, so text is never read as options
         if flite := shutil.which("flite"):
-            cmd = [flite, "-voice", "slt", "-f", str(text_file), "-o", str(out)]
+            cmd = [flite, "-voice", "awb", "-f", str(text_file), "-o", str(out)]
         elif espeak := shutil.which("espeak-ng"):
             cmd = [espeak, "-f", str(text_file), "-w", str(out)]
         else:

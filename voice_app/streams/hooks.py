@@ -12,6 +12,7 @@ from voice_app.db import calls, users
 from voice_app.services import Services
 from voice_app.state import keys
 from voice_app.tools.users import change_pin
+from voice_app.transfer import transfer_service
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +34,36 @@ class LiveCallHooks:
         async with self.services.db.tenant(tenant_id) as conn:
             await calls.add_message(conn, tenant_id, self.context.call_sid, "assistant", text)
 
-    async def transfer(self, reason: str) -> None:
-        transfers = self.services.extras.get("transfers")
-        if transfers is None:
-            log.warning("no transfer service configured; ending the call instead")
-            return
-        await transfers.start(self.context, reason)
-        self.transfer_started = True
+    async def transfer(self, reason: str) -> str | None:
+        """Start the transfer. None: Twilio is taking the call to the agent. A line: the call
+        stays with the assistant (a callback was arranged, or nobody could be reached)."""
+        result = await transfer_service(self.services).start(self.context, reason)
+        if result.handed_over:
+            self.transfer_started = True
+            return None
+        await self.transfer_cancelled()
+        return result.say or "I couldn't reach a person right now. How else can I help?"
+
+    async def transfer_cancelled(self) -> None:
+        """The caller called the transfer off: they may ask again later."""
+        await self.services.state.clear_call_flag(self.context.call_sid, "transfer_requested")
+
+    async def earlier_conversation(self) -> tuple[str | None, list[tuple[str, str]]]:
+        """For a stream that replaces an earlier one of the same call: the line to open with
+        instead of the greeting, and the conversation so far. (None, []) for a new call."""
+        state = await self.services.state.get_call_state(self.context.call_sid)
+        returned = state.get("transfer") == "returned"
+        reconnected = state.get("reconnects", "0") not in ("", "0")
+        if not (returned or reconnected):
+            return None, []
+        tenant_id = UUID(self.context.tenant_id)
+        async with self.services.db.tenant(tenant_id) as conn:
+            rows = await calls.list_messages(conn, tenant_id, self.context.call_sid)
+        earlier = [(str(r["role"]), str(r["content"])) for r in rows]
+        if returned:
+            await self.services.state.set_call_state(self.context.call_sid, transfer="none")
+            return "I'm back with you. Is there anything else I can help with meanwhile?", earlier
+        return "Sorry, we got cut off. I'm here again. What were you saying?", earlier
 
     async def hangup(self, reason: str) -> None:
         await self.services.state.set_call_state(self.context.call_sid, phase="goodbye")

@@ -64,8 +64,14 @@ class CallHooks(Protocol):
     async def line(self, text: str) -> None:
         """Record a line the engine said on its own (reprompt, goodbye, transfer)."""
 
-    async def transfer(self, reason: str) -> None:
-        """Hand the live call to a person (issues the Twilio REST update)."""
+    async def transfer(self, reason: str) -> str | None:
+        """Hand the live call to a person. None when Twilio takes the call away; otherwise
+        the line to say as the call stays with the assistant."""
+
+    async def transfer_cancelled(self) -> None: ...
+
+    async def earlier_conversation(self) -> tuple[str | None, list[tuple[str, str]]]:
+        """For a stream replacing an earlier one of this call: an opening line and history."""
 
     async def hangup(self, reason: str) -> None:
         """Mark the call as ending on purpose (the stream end is then expected)."""
@@ -297,10 +303,19 @@ class CallSession:
             case turns.Hangup(reason):
                 await self.hooks.hangup(reason)
                 self.end("max_length" if reason == "max call length" else "completed")
+            case turns.CancelTransfer():
+                self._spawn(self.hooks.transfer_cancelled())
             case turns.Transfer(reason):
                 self.telemetry.breadcrumb("transfer", "transfer to a person", reason=reason)
-                await self.hooks.transfer(reason)
-                self.end("transferred")
+                instead = await self.hooks.transfer(reason)
+                if instead is None:
+                    self.telemetry.transfer("dialing")
+                    self.end("transferred")
+                else:  # a callback instead: the call goes on with the assistant
+                    self.telemetry.transfer("callback")
+                    self.turns = turns.TurnTaker(self.config.turn)
+                    await self._handle(turns.CallStarted())
+                    await self._say("reprompt", instead)
 
     async def _clear_playback(self) -> None:
         await self._send(codec.clear_message(self.stream_sid))
@@ -314,7 +329,15 @@ class CallSession:
 
     async def _greet(self) -> None:
         await self._handle(turns.CallStarted())
-        await self._say("greeting", await self.assistant.greeting())
+        opening, earlier = await self.hooks.earlier_conversation()
+        if opening is None:
+            await self._say("greeting", await self.assistant.greeting())
+            return
+        restore = getattr(self.assistant, "restore", None)
+        if restore is not None:
+            restore(earlier)
+        await self._say("greeting", opening)
+        self._spawn(self.hooks.line(opening))
 
     def _start_agent(self, text: str) -> None:
         self._cancel_agent()
@@ -376,15 +399,16 @@ class CallSession:
             await self._handle(ending)
 
     async def _pin_step(self, action: PinSay | PinSubmit | object) -> None:
+        # Keys ended a caller turn (the turn-taker is thinking): the prompt is its answer.
         if isinstance(action, PinSay):
-            await self._say("reprompt", action.text)
+            await self._say("answer", action.text)
             return
         self._pin_flow = None
         if isinstance(action, PinSubmit):
             line = await self.hooks.change_pin(action.current, action.new)
         else:
             line = getattr(action, "text", "")
-        await self._say("reprompt", line)
+        await self._say("answer", line)
 
     async def _say(self, kind: turns.ReplyKind, text: str) -> None:
         """A line of the shell's own (greeting, reprompt, goodbye, transfer)."""

@@ -12,8 +12,9 @@ The rules, in short:
   key. Backchannels ("mm-hm", "okay", "yeah") and noises never cut the assistant off; a
   `speech_started` only pauses the outbound audio until words arrive, or resumes it.
 * The first `greeting_guard_s` of the greeting can't be interrupted by speech (callers say
-  "hello?" as the line connects); goodbye and transfer lines can't be interrupted at all and play
-  to their last mark before the hang-up or transfer.
+  "hello?" as the line connects); a goodbye can't be interrupted at all. A transfer line plays to
+  its last mark before the transfer starts; if the caller talks over it (words, not noise), the
+  transfer is called off (`CancelTransfer`) and their words become the next turn.
 * What the caller heard of an interrupted reply is the text of the marks Twilio echoed before the
   clear. Twilio echoes every pending mark on a clear, so those echoes are ignored.
 * Keys are collected until '#' or a `digit_gap_s` pause, then go to the agent as text; "0" alone
@@ -178,6 +179,11 @@ class RequestAgent:
 
 
 @dataclass(frozen=True, slots=True)
+class CancelTransfer:
+    """The caller spoke over the transfer line: there will be no transfer."""
+
+
+@dataclass(frozen=True, slots=True)
 class Hangup:
     reason: str
 
@@ -198,6 +204,7 @@ Command = (
     | Reprompt
     | SayGoodbyeAndHangup
     | RequestAgent
+    | CancelTransfer
     | Hangup
     | Transfer
 )
@@ -340,13 +347,15 @@ class TurnTaker:
     # --- caller speech ---
 
     def _on_transcript(self, ev: TranscriptEvent, now: float) -> list[Command]:
-        if self.phase is Phase.ENDING:
-            return []  # nothing the caller says changes an ending
+        if self.phase is Phase.ENDING and not self._transfer_line_playing():
+            return []  # nothing the caller says changes a goodbye
         self._touch(now)
         opened = self._utterance is None
         utt = self._utterance = self._utterance or _Utterance(guarded=self._greeting_guarded(now))
         utt.last_at = now
         if ev.kind == "speech_started":
+            if self.phase is Phase.ENDING:
+                return []  # the transfer line keeps playing until words say otherwise
             if opened and not utt.guarded and self._interruptible(now) and not self.paused:
                 self.paused, self._paused_at = True, now
                 return [PauseOutbound()]
@@ -367,6 +376,10 @@ class TurnTaker:
         utt = self._utterance
         if utt is None or utt.guarded:
             return []
+        if self.phase is Phase.ENDING:
+            if self._is_interruption(utt.text(with_interim=True)):
+                return [CancelTransfer(), *self._barge_in(now)]
+            return []
         if self.phase is Phase.SPEAKING and not self._interruptible(now):
             return []
         if self.phase in (Phase.SPEAKING, Phase.THINKING) and self._is_interruption(
@@ -379,8 +392,8 @@ class TurnTaker:
         utt, self._utterance = self._utterance, None
         text = utt.text() if utt else ""
         out = self._resume()
-        if not text:
-            return out
+        if not text or self.phase is Phase.ENDING:
+            return out  # noise, or a backchannel over the transfer line: it goes ahead
         if self.phase is Phase.SPEAKING:
             # Not a barge-in. Only if the reply has all been sent (we are in the last few
             # hundred ms of playback) is this the caller answering it; otherwise drop it.
@@ -443,7 +456,8 @@ class TurnTaker:
             return []  # too late: the turn was cancelled, or the caller spoke first
         out = self._resume()
         last_line = kind in ("goodbye", "transfer")
-        self._reply = _Reply(kind, uninterruptible or last_line, started_at=now)
+        # A goodbye always plays out; a transfer line can be called off by the caller's words.
+        self._reply = _Reply(kind, uninterruptible or kind == "goodbye", started_at=now)
         self._idle_at = None
         if not last_line:
             self.phase = Phase.SPEAKING
@@ -486,17 +500,25 @@ class TurnTaker:
             return []
         if self.phase is Phase.SPEAKING and self._reply is not None:
             # The reply under way is the last line: it plays out, then the call ends.
-            self._reply.uninterruptible = True
+            self._reply.uninterruptible = action == "hangup"  # words may call a transfer off
             return self._resume() + self._start_ending(action, reason, now, None)
         say = SayGoodbyeAndHangup if action == "hangup" else RequestAgent
         return self._start_ending(action, reason, now, say)
 
     # --- shared moves ---
 
+    def _transfer_line_playing(self) -> bool:
+        return (
+            self.phase is Phase.ENDING
+            and self._ending[0] == "transfer"
+            and self._reply is not None
+            and not self._reply.uninterruptible
+        )
+
     def _barge_in(self, now: float) -> list[Command]:
         out: list[Command] = [CancelReply()]
         reply, self._reply = self._reply, None
-        if self.phase is Phase.SPEAKING and reply is not None:
+        if self.phase in (Phase.SPEAKING, Phase.ENDING) and reply is not None:
             self._cleared.update(name for name, _ in reply.marks[reply.echoed :])
             out = [ClearPlayback(), CancelReply(), RecordHeard(reply.heard())]
         self.phase = Phase.LISTENING

@@ -208,7 +208,7 @@ async def test_http_call_session_tokens_bind_the_call(
         profile = await client.call_tool("user_get_my_profile", {})
         assert profile.structured_content["profile"]["id"] == str(t.caller.id)
     state = await tool_world.services.state.get_call_state(call_sid)
-    assert state["transfer"] == "asked for a human"
+    assert state["transfer_requested"] == "asked for a human"
 
 
 async def test_http_token_is_revoked_with_its_session(

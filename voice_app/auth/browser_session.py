@@ -115,3 +115,25 @@ def csrf_protected(
         return await view(session, *args, **kwargs)
 
     return checked
+
+
+async def json_object() -> dict[str, Any] | None:
+    """The request's JSON object, or None for anything else: not UTF-8, nested past the
+    parser's limits, a NUL anywhere (PostgreSQL refuses it), or not an object at all."""
+    try:
+        body = await request.get_json(silent=True)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(body, dict) or _has_nul(body):
+        return None
+    return body
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False

@@ -72,6 +72,9 @@ def twilio_signed(
         if not ok:
             log.warning("403 for an unsigned or mis-signed Twilio request to %s", request.path)
             return Response("forbidden", status=403, mimetype="text/plain")
+        if any("\x00" in value for value in form.values()):
+            # Twilio never sends NUL, and PostgreSQL refuses it in text: a clear 400 instead.
+            return Response("bad request: NUL in a field", status=400, mimetype="text/plain")
         return await view(*args, **kwargs)
 
     return checked

@@ -32,7 +32,7 @@ from quart import (
     websocket,
 )
 
-from voice_app.auth.browser_session import api_error, origin_allowed
+from voice_app.auth.browser_session import api_error, json_object, origin_allowed
 from voice_app.auth.secrets import verify_secret
 from voice_app.config import Settings
 from voice_app.console.card import caller_card
@@ -129,8 +129,8 @@ async def login() -> Response:
         request.headers, settings, required=False
     ):
         return api_error(403, "Sign in from the agent console.")
-    body = await request.get_json(silent=True)
-    if not isinstance(body, dict):
+    body = await json_object()
+    if body is None:
         return api_error(400, "Send JSON with email and password.")
     email, password = str(body.get("email", ""))[:254], str(body.get("password", ""))[:1024]
     services = current_services()

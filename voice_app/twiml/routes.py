@@ -168,11 +168,24 @@ async def stream_ended() -> Response:
 
 
 def _callback_time(raw: str | None) -> datetime:
+    """Twilio's Timestamp, or now when it is missing, malformed or absurd."""
+    now = datetime.now(UTC)
     try:
-        at = parsedate_to_datetime(raw) if raw else datetime.now(UTC)
-    except (TypeError, ValueError):
-        return datetime.now(UTC)
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
+        at = parsedate_to_datetime(raw) if raw else now
+        at = at if at.tzinfo else at.replace(tzinfo=UTC)
+        at.astimezone(UTC)  # overflows for dates at the edge of datetime's range
+    except (TypeError, ValueError, OverflowError):
+        return now
+    return at if abs((at - now).days) < 366 else now
+
+
+def _int32(raw: str | None) -> int | None:
+    """An integer form field that fits PostgreSQL's integer, else None (ignored)."""
+    try:
+        value = int((raw or "").strip())
+    except ValueError:
+        return None
+    return value if -(2**31) <= value < 2**31 else None
 
 
 @twiml.post("/status")
@@ -183,7 +196,7 @@ async def status() -> Response:
     services = current_services()
     form = await request.form
     call_sid, call_status = form.get("CallSid", ""), form.get("CallStatus", "")
-    sequence = form.get("SequenceNumber", type=int)
+    sequence = _int32(form.get("SequenceNumber"))
     if sequence is None:
         sequence = _STATUS_ORDER.get(call_status, 10)
     async with services.db.anonymous() as conn:
@@ -191,7 +204,7 @@ async def status() -> Response:
             conn, call_sid=call_sid, status=call_status, sequence=sequence,
             at=_callback_time(form.get("Timestamp")), from_number=form.get("From", ""),
             to_number=form.get("To", ""), channel=_channel(form.get("From", "")),
-            duration_s=form.get("CallDuration", type=int),
+            duration_s=_int32(form.get("CallDuration")),
         )
     if call_status in calls.TERMINAL_STATUSES:
         # A finished call's stream token must not open another stream.

@@ -24,6 +24,7 @@ from voice_app.auth.browser_session import (
     csrf_ok,
     csrf_protected,
     current_browser_session,
+    json_object,
     origin_allowed,
     set_session_cookie,
     signed_in,
@@ -91,8 +92,8 @@ async def sign_in() -> Response:
         request.headers, settings, required=False
     ):
         return api_error(403, "Sign in from the caller page.")
-    body = await request.get_json(silent=True)
-    if not isinstance(body, dict):
+    body = await json_object()
+    if body is None:
         return api_error(400, "Send JSON with account_number and pin.")
     services = current_services()
     attempt = await sign_in_with_pin(

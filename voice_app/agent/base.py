@@ -42,6 +42,11 @@ class Hangup:
 
 
 @dataclass(frozen=True, slots=True)
+class Retract:
+    """The stream broke mid-sentence: drop whatever words have not been spoken yet."""
+
+
+@dataclass(frozen=True, slots=True)
 class ToolActivity:
     """A tool ran (for the transcript/console; the call engine may ignore it)."""
 
@@ -50,7 +55,7 @@ class ToolActivity:
     ok: bool = True
 
 
-AgentEvent = TextDelta | Transfer | Hangup | ToolActivity
+AgentEvent = TextDelta | Transfer | Hangup | ToolActivity | Retract
 
 
 class Assistant(Protocol):

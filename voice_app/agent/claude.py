@@ -25,6 +25,7 @@ from voice_app.agent.base import (
     AgentEvent,
     CallContext,
     Hangup,
+    Retract,
     TextDelta,
     ToolActivity,
     Transfer,
@@ -200,6 +201,9 @@ class ClaudeAssistant:
                     _report(exc)
                     if not turn.replied:  # a failure after the answer was complete costs nothing
                         turn.outcome = "failed"
+                if turn.outcome == "failed":
+                    turn.emit(Retract())  # a half-streamed sentence must not be finished
+                    turn.fresh = True
                 if turn.outcome == "failed" and not turn.tools_ran:
                     await self._answer_with_fallback(turn, user_text)
                 if turn.outcome in ("failed", "trouble"):

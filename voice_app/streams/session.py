@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from voice_app.agent.base import Assistant, CallContext, Hangup, TextDelta, Transfer
+from voice_app.agent.base import Assistant, CallContext, Hangup, Retract, TextDelta, Transfer
 from voice_app.agent.chunker import SentenceChunker, speakable
 from voice_app.observability.telemetry import CallTelemetry, Turn
 from voice_app.speech.base import (
@@ -51,6 +51,7 @@ LINES = {
     "max_length": "We've reached the time limit for this call. Goodbye!",
     "transfer": "Let me connect you to a person. One moment, please.",
     "trouble": "Sorry, something went wrong on my side. Could you say that again?",
+    "lost_voice": "Sorry, I lost my voice for a moment. Could you say that again?",
     "restart": "I'm sorry, I have to end this call now for maintenance. Please call back in a "
     "minute. Goodbye!",
 }
@@ -92,6 +93,7 @@ class EngineConfig:
     chunk_ms: int = 40  # outbound media message size
     mark_every_ms: int = 200  # how finely we know what the caller heard
     tick_s: float = 0.1
+    tts_stall_s: float = 4.0  # a flushed reply with no audio for this long: the TTS is stuck
     start_timeout_s: float = 10.0
 
 
@@ -156,6 +158,10 @@ class CallSession:
         self._awaiting_first_audio = False  # an answer whose first audio is not out yet
         self._pin_flow: PinChangeFlow | None = None  # keys go here, never to the agent
         self._pin_prompt_due = False  # start the flow once the assistant's reply has played
+        self._flushed_at: float | None = None  # the open reply's Flush went out then
+        self._tts_output_at = 0.0  # the synthesizer last sent anything
+        self._trouble_due = False  # say LINES["lost_voice"] once listening again
+        self._seen_faults = {"stt": 0, "tts": 0}
         self.outcome: Outcome = "abandoned"
         self.stats = {"frames_in": 0, "frames_dropped": 0, "media_out": 0, "barge_ins": 0}
 
@@ -253,13 +259,48 @@ class CallSession:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(self.config.tick_s)
+            await self._watch_providers()
             await self._handle(turns.Tick())
+
+    async def _watch_providers(self) -> None:
+        """Report provider faults the adapters recovered from (once per call and kind), and
+        replace a synthesizer that took a reply and went silent."""
+        for kind, attribute, provider in (
+            ("stt", "reconnects", "deepgram_stt"),
+            ("tts", "errors", "deepgram_tts"),
+        ):
+            count = int(getattr(self.stt if kind == "stt" else self.tts, attribute, 0) or 0)
+            if count > self._seen_faults[kind]:
+                self._seen_faults[kind] = count
+                self.telemetry.reconnect(provider, f"{attribute} {count}")
+                self.telemetry.provider_error(provider, ConnectionError(f"{provider} dropped"))
+        flushed = self._flushed_at
+        if (
+            flushed is not None
+            and self._reply_open
+            and self.clock() - max(flushed, self._tts_output_at) > self.config.tts_stall_s
+        ):
+            await self._replace_stalled_tts()
+
+    async def _replace_stalled_tts(self) -> None:
+        log.warning("text-to-speech stalled; reopening it")
+        self.telemetry.provider_error(self._tts_source.name, TimeoutError("synthesis stalled"))
+        self._flushed_at = None
+        stalled, self.tts = self.tts, await self._tts_source.open()
+        self.speech.push(Flushed())  # close the reply the stalled stream owed us
+        self._trouble_due = True
+        if stalled is not None:
+            with contextlib.suppress(Exception):
+                await stalled.close()
 
     # --- the turn-taker's commands ---------------------------------------------------------
 
     async def _handle(self, event: turns.Event) -> None:
         for command in self.turns.handle(event, self.clock()):
             await self._execute(command)
+        if self._trouble_due and self.turns.phase is turns.Phase.LISTENING:
+            self._trouble_due = False
+            await self._say("reprompt", LINES["lost_voice"])
         if self._pin_prompt_due and self.turns.phase is turns.Phase.LISTENING:
             self._pin_prompt_due = False
             assert self._pin_flow is not None
@@ -380,6 +421,8 @@ class CallSession:
                     ending = turns.AgentEndsCall("transfer", event.reason)
                 elif isinstance(event, Hangup):
                     ending = turns.AgentEndsCall("hangup", event.reason)
+                elif isinstance(event, Retract):
+                    chunker = SentenceChunker()  # the unspoken fragment is void
             await speak(chunker.flush())
         except asyncio.CancelledError:
             turn.finish("cancelled")
@@ -388,15 +431,22 @@ class CallSession:
             log.exception("the assistant failed on a turn")
             self.telemetry.capture(error)
             await speak(LINES["trouble"])
-        if ending is None and await self.hooks.pin_change_requested():
-            self._pin_flow, self._pin_prompt_due = PinChangeFlow(), True
         if said:
             self._spawn(self.hooks.transcript("assistant", " ".join(said)))
             await self._finish_reply()
         else:
             await self._handle(turns.ReplyFinished())
+        if ending is None and await self._pin_change_requested():
+            self._pin_flow, self._pin_prompt_due = PinChangeFlow(), True
         if ending is not None:
             await self._handle(ending)
+
+    async def _pin_change_requested(self) -> bool:
+        try:
+            return await self.hooks.pin_change_requested()
+        except Exception as error:  # Redis away: no PIN change now, and the reply still ends
+            self.telemetry.provider_error("redis", error)
+            return False
 
     async def _pin_step(self, action: PinSay | PinSubmit | object) -> None:
         # Keys ended a caller turn (the turn-taker is thinking): the prompt is its answer.
@@ -433,19 +483,27 @@ class CallSession:
 
     async def _finish_reply(self) -> None:
         assert self.tts is not None
+        self._flushed_at = self.clock()
         await self.tts.flush()  # one flush per reply; its Flushed closes the reply's audio
 
     # --- outbound audio --------------------------------------------------------------------
 
     async def _read_speech(self) -> None:
-        assert self.tts is not None
-        async for item in self.tts.output():
-            if isinstance(item, Cleared):
-                self.speech.dropping = False
-            elif self.speech.dropping:
-                continue  # audio of a reply the caller interrupted
-            elif isinstance(item, bytes | Flushed):
-                self.speech.push(item)
+        while True:
+            stream = self.tts
+            assert stream is not None
+            async for item in stream.output():
+                if stream is not self.tts:
+                    break  # replaced after a stall: its late output is void
+                self._tts_output_at = self.clock()
+                if isinstance(item, Cleared):
+                    self.speech.dropping = False
+                elif self.speech.dropping:
+                    continue  # audio of a reply the caller interrupted
+                elif isinstance(item, bytes | Flushed):
+                    self.speech.push(item)
+            if stream is self.tts:
+                return  # closed at the end of the call
 
     async def _send_speech(self) -> None:
         chunk_bytes = self.config.chunk_ms * 8
@@ -469,6 +527,7 @@ class CallSession:
                 speech.items.popleft()
                 if self._reply_open:
                     self._reply_open = False
+                    self._flushed_at = None
                     await self._mark(self.heard.take_rest())
                     unmarked = 0
                     await self._handle(turns.ReplyFinished())

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
+import sentry_sdk
 from pydantic import Field, StringConstraints
 
 from voice_app.db import calendar as calendar_db
@@ -79,7 +80,8 @@ async def linked_calendar(call: ToolCall) -> AsyncIterator[GoogleCalendar]:
         )
     except CalendarAuthError:
         raise Denied(RELINK) from None
-    except CalendarUnavailable:
+    except CalendarUnavailable as error:
+        sentry_sdk.capture_exception(error)  # a provider outage must show (once per call)
         raise ToolFailure(UNREACHABLE) from None
 
 

@@ -19,7 +19,15 @@ from anthropic import AsyncAnthropic
 from tests.standins import wait_for
 from tests.standins.anthropic import AnthropicStandIn, ToolUse
 from tests.test_fallback_agent import NOW, FakeDomain, caller, serve_fake_domain
-from voice_app.agent.base import AgentEvent, CallContext, Hangup, TextDelta, ToolActivity, Transfer
+from voice_app.agent.base import (
+    AgentEvent,
+    CallContext,
+    Hangup,
+    Retract,
+    TextDelta,
+    ToolActivity,
+    Transfer,
+)
 from voice_app.agent.claude import ClaudeAssistant
 from voice_app.agent.factory import build_assistant
 from voice_app.agent.fallback import FallbackAssistant
@@ -242,8 +250,10 @@ async def test_a_stalled_stream_keeps_what_was_said(
         events = await turn(assistant, "explain quantum physics")
     said = spoken(events)
     assert said.startswith("Well,") and said.endswith(TROUBLE_LINE)
+    # The unfinished sentence is retracted (the engine drops it unspoken) and not remembered.
+    assert any(isinstance(event, Retract) for event in events)
     assert assistant.history[-1] == {
-        "role": "assistant", "content": [{"type": "text", "text": said}]
+        "role": "assistant", "content": [{"type": "text", "text": TROUBLE_LINE}]
     }
 
 

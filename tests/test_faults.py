@@ -479,15 +479,6 @@ async def test_claude_failing_gets_the_fallback_answer_then_claude_again(
     assert TEAM_REPLY in said, run.describe()  # the next turn is Claude's again
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="When Claude's stream dies mid-sentence the words it had streamed stay in the "
-    "engine's SentenceChunker, and the fallback answer is appended to them: the caller hears "
-    "(and messages stores) 'You You have three open todos...'. Fix: let the assistant tell the "
-    "engine to drop an unfinished fragment (e.g. a `Retract` event from ClaudeAssistant._turn "
-    "before _answer_with_fallback, voice_app/agent/claude.py, on which CallSession._agent_reply "
-    "starts a fresh SentenceChunker), and leave that fragment out of _settle's stored text.",
-)
 @faults("claude_stream_dropped")
 async def test_a_dropped_claude_stream_leaves_no_stray_fragment(runs: Runs, fault: str) -> None:
     run = await runs(fault)
@@ -626,8 +617,8 @@ def known_gap(fault: str, reason: str) -> Any:
     [
         "stt_closed_1011",
         "stt_tcp_dead",
-        known_gap("tts_error_1011", TTS_NOT_REPORTED),
-        known_gap("tts_tcp_dead", TTS_NOT_REPORTED),
+        "tts_error_1011",
+        "tts_tcp_dead",
         "tts_stall",
     ],
 )

@@ -204,6 +204,8 @@ class ClaudeAssistant:
                 if turn.outcome == "failed":
                     turn.emit(Retract())  # a half-streamed sentence must not be finished
                     turn.fresh = True
+                    cut = max(turn.pending.rfind(mark) for mark in ".!?")
+                    turn.pending = turn.pending[: cut + 1]  # nor remembered
                 if turn.outcome == "failed" and not turn.tools_ran:
                     await self._answer_with_fallback(turn, user_text)
                 if turn.outcome in ("failed", "trouble"):

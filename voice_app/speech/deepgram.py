@@ -413,9 +413,9 @@ class DeepgramSynthesizerStream:
             return
         self._socket = None
         live = self._pending_flushes - self._stale_flushes
-        if not self._closing and (live or self._pending_clears):
+        if not self._closing:  # any loss we did not ask for is a provider fault to report
             self.errors += 1
-            log.warning("deepgram tts: socket lost with replies owed; answering locally")
+            log.warning("deepgram tts: socket lost (%d replies owed; answered locally)", live)
         for _ in range(self._pending_clears):
             self._out.put_nowait(Cleared())
         for _ in range(live):

@@ -241,7 +241,6 @@ async def test_dtmf_zero_transfers_then_an_unanswered_dial_brings_the_caller_bac
         assert any("milk" in line.lower() for line in said), said
 
 
-
 async def test_shutdown_lets_calls_finish_then_says_goodbye(app: LiveApp, tmp_path: Path) -> None:
     from voice_app.shutdown import drain
 
@@ -300,3 +299,25 @@ async def test_pin_is_changed_on_the_keypad_and_never_reaches_the_transcript(
         alan.account_number,
         hash_secret(alan.pin),
     )
+
+
+async def test_the_call_ends_at_its_maximum_length(
+    settings: Settings, database_url: str, deepgram: DeepgramStandIn, tmp_path: Path
+) -> None:
+    await seed_demo(database_url)
+    async with live_app(
+        settings,
+        deepgram_api_key="dg-test",
+        deepgram_url=deepgram.url,
+        max_call_seconds=10,
+        idle_reprompt_seconds=60.0,
+    ) as app:
+        report = await run_call(
+            call_config(
+                app, Step("wav", silence_wav(tmp_path / "quiet.wav", 30)), max_duration_s=40
+            )
+        )
+        messages = await messages_of(app, report)
+    assert report.outcome == "app_hangup", report.to_dict()
+    assert 10 <= report.duration_s < 25, report.duration_s
+    assert "time limit" in str(messages[-1]["content"]), messages

@@ -164,7 +164,7 @@ class Settings:
 
     # Call policy
     local_mode: bool = setting(_bool, False)  # browser mic straight to /streams/local
-    max_call_seconds: int = setting(_int_between(30, 4 * 3600), 1800)
+    max_call_seconds: int = setting(_int_between(10, 4 * 3600), 1800)
     idle_reprompt_seconds: float = setting(_float_between(2.0, 120.0), 8.0)
     shutdown_grace_seconds: int = setting(_int_between(0, 3600), 60)
     session_ttl_seconds: int = setting(_int_between(60, 7 * 24 * 3600), 4 * 3600)

@@ -43,7 +43,7 @@ from voice_app.observability.sentry import (
     sentry_active,
 )
 
-PIN = "4921"
+PIN = "49217365"  # 8 digits: a 4-digit PIN can turn up inside a random hex trace id
 TOKEN = "stream-tok-Zq81xv"
 CONTEXT_TOKEN = "ctx-tok-Hh27pp"
 SAID = "add oat milk to my shopping list"

@@ -140,6 +140,7 @@ def serve_forever(settings: Settings) -> int:
     config.bind = [f"{settings.host}:{settings.port}"]
     config.graceful_timeout = 10  # our own drain runs first and ends the calls
     config.websocket_ping_interval = 20
+    config.websocket_max_message_size = 64 * 1024  # the codec's own limit; Twilio's are ~300 B
     config.keep_alive_timeout = 75
     config.accesslog = None
 

@@ -11,5 +11,6 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 graceful_timeout = float(os.environ.get("SHUTDOWN_GRACE_SECONDS", "60")) + 10
 keep_alive_timeout = 75  # above common load balancers' 60 s idle timeout
 websocket_ping_interval = 20  # notice dead Media Streams peers
+websocket_max_message_size = 64 * 1024  # the codec's own limit; Twilio's messages are ~300 B
 accesslog = "-"
 errorlog = "-"

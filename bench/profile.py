@@ -23,7 +23,7 @@ SAMPLE_MS = 10  # --rate 100
 _WAITING = ("Selector.select", "thread._worker", "Condition.wait", "Event.wait", "Thread._wait")
 # The event loop's own frames: a stall is reported by the first frame below these.
 _LOOP = ("asyncio.", "runpy.", "<", "threading.", "voice_app.cli.", "hypercorn.asyncio.run.")
-_LIBRARIES = ("site-packages/", "/lib/python3.11/", "/work/main/")
+_LIBRARIES = ("site-packages/", "/lib/python3", str(Path(__file__).resolve().parents[1]) + "/")
 
 
 def py_spy() -> str | None:

@@ -1,4 +1,4 @@
-"""Fixtures for the agent-console end-to-end tests (the recipe of /work/shared/SIP-E2E.md).
+"""Fixtures for the agent-console end-to-end tests (the recipe of the shared SIP-E2E.md recipe).
 
 Everything listens on 127.0.0.1, on free ports:
 - our app (create_app, served by hypercorn) with the real console API and the built page, its

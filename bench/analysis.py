@@ -93,9 +93,11 @@ def attribute(
     tts_by_tag = {job["tag"]: job for job in timings["tts"] if job["tag"]}
     greeting_job: dict[str, dict[str, Any]] = {}  # call SID → its speak socket's first job
     conn_call = {job["conn"]: call_of_tag.get(job["tag"]) for job in tts_by_tag.values()}
-    for job in timings["tts"]:
+    for job in sorted(timings["tts"], key=lambda j: j["first_speak_at"]):
+        # The first untagged job of a call's first speak socket; a socket opened later (after a
+        # reconnect) starts with some other line.
         if job["tag"] is None and (call_sid := conn_call.get(job["conn"])):
-            greeting_job[call_sid] = job
+            greeting_job.setdefault(call_sid, job)
 
     out = Attribution()
     for (call_sid, index), tag in tag_of_turn.items():

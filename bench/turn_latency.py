@@ -59,7 +59,10 @@ async def bench(args: argparse.Namespace) -> None:
     print(f"CPU during the run (% of one core): app {app_cpu}, others on the app's core {others}")
     write_json(
         RESULTS / "turn_latency.json",
-        {"knobs": vars(args), "turns": [t.ms | {"tool": t.tool} for t in result.turns]},
+        {
+            "knobs": vars(args),
+            "turns": [t.ms | {"tool": t.tool, "index": t.index} for t in result.turns],
+        },
     )
 
 

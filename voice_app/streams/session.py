@@ -501,6 +501,8 @@ class CallSession:
                 elif self.speech.dropping:
                     continue  # audio of a reply the caller interrupted
                 elif isinstance(item, bytes | Flushed):
+                    if isinstance(item, Flushed):
+                        self._flushed_at = None  # the synthesizer delivered: not stalled
                     self.speech.push(item)
             if stream is self.tts:
                 return  # closed at the end of the call

@@ -10,6 +10,7 @@ are left out of the CPU shares.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,13 @@ SAMPLE_MS = 10  # --rate 100
 _WAITING = ("Selector.select", "thread._worker", "Condition.wait", "Event.wait", "Thread._wait")
 # The event loop's own frames: a stall is reported by the first frame below these.
 _LOOP = ("asyncio.", "runpy.", "<", "threading.", "voice_app.cli.", "hypercorn.asyncio.run.")
-_LIBRARIES = ("site-packages/", "/lib/python3", str(Path(__file__).resolve().parents[1]) + "/")
+# Where a frame's file path stops mattering: the library root, the stdlib, this checkout, or an
+# --app-ref snapshot; what follows is the module.
+_PREFIX = re.compile(
+    r"^(?:.*/site-packages/|.*/lib/python3\.\d+/|.*/va_bench_app_[^/]+/|"
+    + re.escape(str(Path(__file__).resolve().parents[1]))
+    + "/)"
+)
 
 
 def py_spy() -> str | None:
@@ -45,11 +52,7 @@ def record(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | Non
 def _name(frame: dict[str, object]) -> str:
     """{'name': 'send', 'file': '…/site-packages/websockets/legacy/protocol.py'} →
     'websockets.legacy.protocol.send'."""
-    path = str(frame.get("file") or "")
-    for marker in _LIBRARIES:
-        if marker in path:
-            path = path.split(marker, 1)[1]
-            break
+    path = _PREFIX.sub("", str(frame.get("file") or ""))
     module = path.removesuffix(".py").replace("/", ".")
     return f"{module}.{frame.get('name')}"
 

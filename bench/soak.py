@@ -18,6 +18,8 @@ import time
 import zlib
 from typing import Any
 
+import psutil
+
 from bench import analysis
 from bench.common import (
     APP_CORE,
@@ -85,6 +87,7 @@ async def bench(args: argparse.Namespace) -> None:
             load_ended = time.monotonic()
             await asyncio.sleep(10.0)  # idle again: what stays allocated
             after = sampler.latest("app")
+            left_open = open_sockets(app.pid, b.urls)
         timings = await b.timings()
         lines = await b.caller_lines()
         levels = app_log_levels(app.log)
@@ -109,7 +112,28 @@ async def bench(args: argparse.Namespace) -> None:
         levels,
         (started, load_ended),
     )
+    print(f"  TCP connections the app still held 10 s after the last call: {left_open}")
     write_json(RESULTS / "soak.json", {"args": vars(args), "minutes": minutes})
+
+
+def open_sockets(pid: int, urls: dict[str, str]) -> dict[str, int]:
+    """The app's TCP connections by peer and state: what calls left behind once they all ended
+    (CLOSE_WAIT: the peer closed, the app never did)."""
+    ports = {int(u.rsplit(":", 1)[1]): name for name, u in urls.items()}
+    ports |= {5432: "postgresql", 6379: "redis"}
+    proc = psutil.Process(pid)
+    listening = {c.laddr.port for c in proc.net_connections(kind="tcp") if not c.raddr}
+    counts: dict[str, int] = {}
+    for conn in proc.net_connections(kind="tcp"):
+        if not conn.raddr:
+            continue
+        if conn.laddr.port in listening:
+            name = "inbound (callers, probes)"
+        else:
+            name = ports.get(conn.raddr.port, f"port {conn.raddr.port}")
+        key = f"{name} {conn.status}"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def windows(

@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import contextvars
+import gc
 import json
 import re
 import signal
@@ -375,6 +376,8 @@ def _sentence_cut_at(sent: list[tuple[str, float]], stop_at: float) -> float:
 
 
 async def serve(config: Config) -> None:
+    gc.collect()
+    gc.freeze()  # no full collector passes over the start-up heap: they would delay messages
     timings = Timings()
     deepgram = BenchDeepgram(config, timings)
     anthropic = BenchAnthropic(config, timings)

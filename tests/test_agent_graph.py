@@ -94,7 +94,12 @@ def spoken(events: list[AgentEvent]) -> str:
     return "".join(e.text for e in events if isinstance(e, TextDelta))
 
 
-async def messages(owner_conn: asyncpg.Connection, context: CallContext) -> list[dict[str, Any]]:
+async def messages(
+    owner_conn: asyncpg.Connection, assistant: ClaudeAssistant
+) -> list[dict[str, Any]]:
+    """The call log as stored, once the assistant's background writer has caught up."""
+    await assistant.call_log.flush()
+    context = assistant.context
     return await calls.list_messages(owner_conn, uuid.UUID(context.tenant_id), context.call_sid)
 
 
@@ -145,7 +150,7 @@ async def test_streams_through_tool_use_and_persists(
     assert second[1]["content"][1]["type"] == "tool_use"
 
     assert is_consistent(assistant.history) and len(assistant.history) == 4
-    rows = await messages(owner_conn, account)
+    rows = await messages(owner_conn, assistant)
     assert [r["role"] for r in rows] == ["user", "assistant", "tool", "assistant"]
     assert rows[0]["content"] == "what's on my to do list"
     assert rows[1]["content"] == "Let me check your list."
@@ -231,7 +236,7 @@ async def test_a_hung_model_gets_the_honest_line_within_budget(
         events = await turn(assistant, "tell me a joke")
     assert spoken(events) == TROUBLE_LINE
     assert [m["role"] for m in assistant.history] == ["user", "assistant"]
-    assert [r["content"] for r in await messages(owner_conn, account)] == [
+    assert [r["content"] for r in await messages(owner_conn, assistant)] == [
         "tell me a joke", TROUBLE_LINE,
     ]
     # The next turn tries Claude again, with a history it accepts.
@@ -326,7 +331,7 @@ async def test_cancelling_mid_stream_keeps_a_consistent_history(
         said = message_text(assistant.history[-1])
         assert said.startswith("".join(heard).strip()) and len(said) < 40
         assert [m["role"] for m in assistant.history] == ["user", "assistant"]
-        rows = await messages(owner_conn, account)
+        rows = await messages(owner_conn, assistant)
         assert [r["content"] for r in rows] == ["read my list", said]
 
         claude.reply("Okay, stopping.")
@@ -361,7 +366,7 @@ async def test_record_heard_trims_memory_and_database(
     await assistant.record_heard("Let me check. You have three")
     assert message_text(assistant.history[1]) == "Let me check."  # heard in full: unchanged
     assert assistant.history[-1]["content"] == [{"type": "text", "text": "You have three"}]
-    rows = await messages(owner_conn, account)
+    rows = await messages(owner_conn, assistant)
     assert (rows[-1]["content"], rows[-1]["interrupted"]) == ("You have three", True)
     assert rows[1]["interrupted"] is False
 

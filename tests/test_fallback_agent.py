@@ -461,6 +461,7 @@ async def test_the_assistant_persists_and_trims(
     assert await assistant.greeting() == "Hi Ada, how can I help you today?"
     await say(assistant, "what's on my todo list")
     await assistant.record_heard("You have three open todos")
+    await assistant.call_log.flush()
     rows = await calls.list_messages(owner_conn, uuid.UUID(account.tenant_id), account.call_sid)
     assert [r["role"] for r in rows] == ["assistant", "user", "tool", "assistant"]
     assert rows[1]["content"] == "what's on my todo list"

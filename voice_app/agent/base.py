@@ -69,3 +69,6 @@ class Assistant(Protocol):
 
     async def greeting(self) -> str:
         """The first line of the call."""
+
+    async def aclose(self) -> None:
+        """The call is over: finish writing its log (bounded), release what it holds."""

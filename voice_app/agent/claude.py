@@ -30,7 +30,7 @@ from voice_app.agent.base import (
     ToolActivity,
     Transfer,
 )
-from voice_app.agent.calllog import CallLog
+from voice_app.agent.calllog import CallLog, Entry
 from voice_app.agent.fallback import FallbackAgent
 from voice_app.agent.graph import (
     MAX_STEPS,
@@ -74,7 +74,7 @@ class _Spoken:
     """A piece of a reply the caller may have heard: where it lives in memory and in the DB."""
 
     message: Message | None
-    db_id: int | None
+    entry: Entry | None
     text: str
 
 
@@ -132,10 +132,10 @@ class ClaudeAssistant:
         self._model = model
         self._max_tokens = max_tokens
         self._budgets = Budgets(tool_budget_s, step_budget_s, turn_budget_s)
-        self._log = CallLog(db, context)
+        self.call_log = CallLog(db, context)
         self._now = now or (lambda: datetime.now(zone(context.timezone)))
         self._fallback = fallback or FallbackAgent(
-            toolbox, context, self._log, tool_budget_s=tool_budget_s, now=self._now
+            toolbox, context, self.call_log, tool_budget_s=tool_budget_s, now=self._now
         )
         self._graph: Any = None
         self._greeting = ""
@@ -154,7 +154,7 @@ class ClaudeAssistant:
 
     async def greeting(self) -> str:
         self._greeting = greeting_for(self.context)
-        self._last = [_Spoken(None, await self._log.assistant(self._greeting), self._greeting)]
+        self._last = [_Spoken(None, self.call_log.assistant(self._greeting), self._greeting)]
         return self._greeting
 
     async def respond(self, user_text: str) -> AsyncIterator[AgentEvent]:
@@ -182,9 +182,12 @@ class ClaudeAssistant:
                     continue
                 if piece.message is not None:
                     replace_text(self.history, piece.message, heard)
-                if piece.db_id is not None:
-                    await self._log.trim(piece.db_id, heard)
+                if piece.entry is not None:
+                    self.call_log.trim(piece.entry, heard)
                 piece.text = heard
+
+    async def aclose(self) -> None:
+        await self.call_log.aclose()
 
     # One turn ------------------------------------------------------------------------------
 
@@ -193,7 +196,7 @@ class ClaudeAssistant:
             turn = _Turn(emit)
             self._last = turn.spoken
             append(self.history, "user", [text_block(user_text)])
-            await self._log.user(user_text)
+            self.call_log.user(user_text)  # written in the background: the model goes first
             try:
                 try:
                     await self._run_claude(turn)
@@ -215,8 +218,7 @@ class ClaudeAssistant:
                 elif turn.outcome == "hangup" and not turn.step_said:
                     turn.say(GOODBYE_LINE)
             finally:  # also on cancellation: the history must stay valid for the next turn
-                unsaved = self._settle(turn)
-                await asyncio.shield(self._persist(unsaved))
+                self._settle(turn)
             if turn.outcome == "transfer":
                 emit(Transfer(turn.reason))
             elif turn.outcome == "hangup":
@@ -251,7 +253,7 @@ class ClaudeAssistant:
             if event.name == TRANSFER_TOOL and isinstance(result.data, dict):
                 turn.tool_say = str(result.data.get("say") or "")
             turn.emit(ToolActivity(event.name, event.arguments, ok=not result.is_error))
-            await self._log.tool(event.name, event.arguments, result)
+            self.call_log.tool(event.name, event.arguments, result)
 
     async def _on_update(self, turn: _Turn, node: str, update: dict[str, Any]) -> None:
         """A node finished: its messages join the history (and the database) now."""
@@ -263,7 +265,7 @@ class ClaudeAssistant:
                 text = message_text(message)
                 turn.step_said = bool(text)
                 if text:
-                    turn.spoken.append(_Spoken(message, await self._log.assistant(text), text))
+                    turn.spoken.append(_Spoken(message, self.call_log.assistant(text), text))
         if node == "tools":
             turn.finished = {}
         if "outcome" in update:
@@ -290,19 +292,13 @@ class ClaudeAssistant:
         if turn.outcome == "failed":
             turn.outcome = "reply"
 
-    def _settle(self, turn: _Turn) -> _Spoken | None:
-        """Answer any open tool_use and keep the words already spoken (returned, to persist)."""
+    def _settle(self, turn: _Turn) -> None:
+        """Answer any open tool_use and keep (and log) the words already spoken."""
         close_tool_uses(self.history, turn.finished)
         text, turn.pending = turn.pending.strip(), ""
-        if not text:
-            return None
-        piece = _Spoken(append(self.history, "assistant", [text_block(text)]), None, text)
-        turn.spoken.append(piece)
-        return piece
-
-    async def _persist(self, piece: _Spoken | None) -> None:
-        if piece is not None:
-            piece.db_id = await self._log.assistant(piece.text)
+        if text:
+            message = append(self.history, "assistant", [text_block(text)])
+            turn.spoken.append(_Spoken(message, self.call_log.assistant(text), text))
 
     async def _ensure_graph(self) -> Any:
         if self._graph is None:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from voice_app.agent.base import AgentEvent, CallContext, Hangup, TextDelta, ToolActivity, Transfer
-from voice_app.agent.calllog import CallLog
+from voice_app.agent.calllog import CallLog, Entry
 from voice_app.agent.intents import Intent, Kind, best_match, clean_title, normalize, parse
 from voice_app.agent.prompts import GOODBYE_LINE, TRANSFER_LINE, greeting_for
 from voice_app.agent.spoken import (
@@ -302,7 +302,7 @@ class FallbackAgent:
             result = ToolResult("The tool failed.", is_error=True)
         self._activity.append(ToolActivity(name, arguments, ok=not result.is_error))
         if self._log is not None:
-            await self._log.tool(name, arguments, result)
+            self._log.tool(name, arguments, result)
         return result
 
 
@@ -319,27 +319,30 @@ class FallbackAssistant:
         now: Callable[[], datetime] | None = None,
     ) -> None:
         self.context = context
-        self._log = CallLog(db, context)
+        self.call_log = CallLog(db, context)
         self.agent = FallbackAgent(
-            toolbox, context, self._log, tool_budget_s=tool_budget_s, now=now
+            toolbox, context, self.call_log, tool_budget_s=tool_budget_s, now=now
         )
-        self._last_id: int | None = None
+        self._last: Entry | None = None
 
     async def greeting(self) -> str:
         text = greeting_for(self.context)
-        self._last_id = await self._log.assistant(text)
+        self._last = self.call_log.assistant(text)
         return text
 
     async def respond(self, user_text: str) -> AsyncIterator[AgentEvent]:
-        await self._log.user(user_text)
+        self.call_log.user(user_text)
         async for event in self.agent.handle(user_text):
-            if isinstance(event, TextDelta):  # persisted before it is spoken: a barge-in trims it
-                self._last_id = await self._log.assistant(event.text)
+            if isinstance(event, TextDelta):  # logged before it is spoken: a barge-in trims it
+                self._last = self.call_log.assistant(event.text)
             yield event
 
     async def record_heard(self, heard_text: str) -> None:
-        if self._last_id is not None:
-            await self._log.trim(self._last_id, heard_text)
+        if self._last is not None:
+            self.call_log.trim(self._last, heard_text)
+
+    async def aclose(self) -> None:
+        await self.call_log.aclose()
 
 
 # Reading tool results ---------------------------------------------------------------------------

@@ -221,6 +221,8 @@ class CallSession:
                 with contextlib.suppress(Exception):
                     await stream.close()
         with contextlib.suppress(Exception):
+            await self.assistant.aclose()  # its log first: the call record sums it up
+        with contextlib.suppress(Exception):
             await self.hooks.finished(self.outcome)
 
     # --- inbound ---------------------------------------------------------------------------

@@ -40,8 +40,9 @@ from voice_app.agent.graph import (
     TURN_BUDGET_S,
     Budgets,
     ToolRun,
-    build_graph,
+    TurnContext,
     tool_definitions,
+    turn_graph,
 )
 from voice_app.agent.history import (
     Message,
@@ -137,7 +138,7 @@ class ClaudeAssistant:
         self._fallback = fallback or FallbackAgent(
             toolbox, context, self.call_log, tool_budget_s=tool_budget_s, now=self._now
         )
-        self._graph: Any = None
+        self._turn_ctx: TurnContext | None = None  # built at the first turn
         self._greeting = ""
         self._last: list[_Spoken] = []  # what the latest turn (or the greeting) said
         self._lock = asyncio.Lock()
@@ -226,10 +227,10 @@ class ClaudeAssistant:
 
     async def _run_claude(self, turn: _Turn) -> None:
         async with asyncio.timeout(self._budgets.turn_s):
-            graph = await self._ensure_graph()
-            stream = graph.astream(
+            stream = turn_graph().astream(
                 {"messages": list(self.history)},
                 {"recursion_limit": 2 * MAX_STEPS + 1},
+                context=await self._turn_context(),
                 stream_mode=["custom", "updates"],
             )
             async with aclosing(stream):  # leaving early also stops the graph's running nodes
@@ -300,10 +301,10 @@ class ClaudeAssistant:
             message = append(self.history, "assistant", [text_block(text)])
             turn.spoken.append(_Spoken(message, self.call_log.assistant(text), text))
 
-    async def _ensure_graph(self) -> Any:
-        if self._graph is None:
+    async def _turn_context(self) -> TurnContext:
+        if self._turn_ctx is None:
             specs = await self._toolbox.list_tools()
-            self._graph = build_graph(
+            self._turn_ctx = TurnContext(
                 client=self._client,
                 model=self._model,
                 toolbox=self._toolbox,
@@ -312,7 +313,7 @@ class ClaudeAssistant:
                 budgets=self._budgets,
                 max_tokens=self._max_tokens,
             )
-        return self._graph
+        return self._turn_ctx
 
 
 def _report(exc: Exception) -> None:

@@ -17,12 +17,13 @@ import logging
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Annotated, Any, Literal, NotRequired, TypedDict, cast
 
 from anthropic import AsyncAnthropic
 from anthropic.types import Message as ApiMessage
-from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
 
 from voice_app.agent.base import TextDelta
 from voice_app.agent.history import Message, tool_result_block, tool_uses
@@ -96,73 +97,84 @@ def assistant_message(final: ApiMessage) -> Message | None:
     return {"role": "assistant", "content": blocks} if blocks else None
 
 
-def build_graph(
-    *,
-    client: AsyncAnthropic,
-    model: str,
-    toolbox: Toolbox,
-    tools: Sequence[dict[str, Any]],
-    system: Callable[[], list[dict[str, Any]]],
-    budgets: Budgets,
-    max_tokens: int = 300,
-) -> Any:
-    async def model_node(state: TurnState) -> dict[str, Any]:
-        write = get_stream_writer()
-        async with (
-            asyncio.timeout(budgets.step_s),
-            client.messages.stream(
-                model=model,
-                max_tokens=max_tokens,
-                system=cast(Any, system()),
-                tools=cast(Any, tools),
-                messages=cast(Any, state["messages"]),
-            ) as stream,
-        ):
-            async for event in stream:
-                if event.type == "text" and event.text:
-                    write(TextDelta(event.text))
-            final = await stream.get_final_message()
-        reply = assistant_message(final)
-        return {"messages": [reply] if reply else []}
+@dataclass(frozen=True, slots=True)
+class TurnContext:
+    """What one call's turns run with. The graph itself is compiled once per process; a call's
+    client, tools and prompt arrive as LangGraph run context."""
 
-    async def tools_node(state: TurnState) -> dict[str, Any]:
-        write = get_stream_writer()
-        outcome: Outcome = "reply"
-        reason = ""
-        results = []
-        for call in tool_uses(state["messages"][-1]):
-            name, arguments = call["name"], call["input"]
-            if outcome == "trouble":
-                result = ToolResult("Not run: an earlier tool did not answer.", is_error=True)
-            elif name == END_CALL_TOOL:
-                result, outcome = ToolResult("The call will end after your goodbye."), "hangup"
-            else:
-                result = await _run_tool(toolbox, name, arguments, budgets.tool_s)
-                if result is TIMED_OUT:
-                    outcome = "trouble"
-                elif name == TRANSFER_TOOL and not result.is_error:
-                    outcome = "transfer"
-                    reason = str(arguments.get("reason") or "caller asked for a person")
-            write(ToolRun(call["id"], name, arguments, result))
-            results.append(tool_result_block(call["id"], result))
-        return {
-            "messages": [{"role": "user", "content": results}],
-            "outcome": outcome,
-            "reason": reason,
-        }
+    client: AsyncAnthropic
+    model: str
+    toolbox: Toolbox
+    tools: Sequence[dict[str, Any]]
+    system: Callable[[], list[dict[str, Any]]]
+    budgets: Budgets
+    max_tokens: int = 300
 
-    def after_model(state: TurnState) -> str:
-        return "tools" if tool_uses(state["messages"][-1]) else END
 
-    def after_tools(state: TurnState) -> str:
-        return "model" if state.get("outcome", "reply") == "reply" else END
+async def _model_node(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
+    ctx, write = runtime.context, runtime.stream_writer
+    async with (
+        asyncio.timeout(ctx.budgets.step_s),
+        ctx.client.messages.stream(
+            model=ctx.model,
+            max_tokens=ctx.max_tokens,
+            system=cast(Any, ctx.system()),
+            tools=cast(Any, ctx.tools),
+            messages=cast(Any, state["messages"]),
+        ) as stream,
+    ):
+        async for event in stream:
+            if event.type == "text" and event.text:
+                write(TextDelta(event.text))
+        final = await stream.get_final_message()
+    reply = assistant_message(final)
+    return {"messages": [reply] if reply else []}
 
-    graph = StateGraph(TurnState)
-    graph.add_node("model", model_node)
-    graph.add_node("tools", tools_node)
+
+async def _tools_node(state: TurnState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
+    ctx, write = runtime.context, runtime.stream_writer
+    outcome: Outcome = "reply"
+    reason = ""
+    results = []
+    for call in tool_uses(state["messages"][-1]):
+        name, arguments = call["name"], call["input"]
+        if outcome == "trouble":
+            result = ToolResult("Not run: an earlier tool did not answer.", is_error=True)
+        elif name == END_CALL_TOOL:
+            result, outcome = ToolResult("The call will end after your goodbye."), "hangup"
+        else:
+            result = await _run_tool(ctx.toolbox, name, arguments, ctx.budgets.tool_s)
+            if result is TIMED_OUT:
+                outcome = "trouble"
+            elif name == TRANSFER_TOOL and not result.is_error:
+                outcome = "transfer"
+                reason = str(arguments.get("reason") or "caller asked for a person")
+        write(ToolRun(call["id"], name, arguments, result))
+        results.append(tool_result_block(call["id"], result))
+    return {
+        "messages": [{"role": "user", "content": results}],
+        "outcome": outcome,
+        "reason": reason,
+    }
+
+
+def _after_model(state: TurnState) -> str:
+    return "tools" if tool_uses(state["messages"][-1]) else END
+
+
+def _after_tools(state: TurnState) -> str:
+    return "model" if state.get("outcome", "reply") == "reply" else END
+
+
+@cache
+def turn_graph() -> Any:
+    """The compiled graph, shared by every call (compiling costs milliseconds; a turn must not)."""
+    graph = StateGraph(TurnState, context_schema=TurnContext)
+    graph.add_node("model", _model_node)
+    graph.add_node("tools", _tools_node)
     graph.add_edge(START, "model")
-    graph.add_conditional_edges("model", after_model, ["tools", END])
-    graph.add_conditional_edges("tools", after_tools, ["model", END])
+    graph.add_conditional_edges("model", _after_model, ["tools", END])
+    graph.add_conditional_edges("tools", _after_tools, ["model", END])
     return graph.compile()
 
 

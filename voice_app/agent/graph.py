@@ -27,6 +27,7 @@ from langgraph.runtime import Runtime
 
 from voice_app.agent.base import TextDelta
 from voice_app.agent.history import Message, tool_result_block, tool_uses
+from voice_app.agent.schemas import compact_schema
 from voice_app.agent.toolbox import Toolbox, ToolResult, ToolSpec
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,11 @@ class TurnState(TypedDict):
 def tool_definitions(specs: Sequence[ToolSpec]) -> list[dict[str, Any]]:
     """MCP tools as Anthropic tools (plus end_call); the last one carries the cache breakpoint."""
     tools = [
-        {"name": s.name, "description": s.description, "input_schema": s.input_schema}
+        {
+            "name": s.name,
+            "description": s.description,
+            "input_schema": compact_schema(s.input_schema),
+        }
         for s in specs
     ]
     tools.append(dict(END_CALL))

@@ -163,6 +163,17 @@ def test_wait_keeps_the_lead_bounded() -> None:
     assert clock.wait_s(0.0, max_lead_ms=250) == pytest.approx(0.25)
     assert clock.wait_s(0.25, max_lead_ms=250) == pytest.approx(0.0)
     assert clock.wait_s(0.1, max_lead_ms=300) == pytest.approx(0.1)
+    # counting the chunk about to go: 500 ms queued at 0.3 s leaves 200 ms; +40 > 200
+    assert clock.wait_s(0.3, max_lead_ms=200, next_ms=40) == pytest.approx(0.04)
+
+
+def test_pacing_with_the_next_chunk_never_exceeds_the_limit() -> None:
+    clock, now, max_lead = PlaybackClock(), 0.0, 0.0
+    for _ in range(200):
+        now += clock.wait_s(now, max_lead_ms=80, next_ms=40)
+        clock.sent(FRAME_BYTES * 2, now)
+        max_lead = max(max_lead, clock.lead_ms(now))
+    assert max_lead <= 80 + 1e-6
 
 
 def test_pacing_loop_never_gets_far_ahead() -> None:

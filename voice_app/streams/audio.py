@@ -114,9 +114,10 @@ class PlaybackClock:
         """How much audio is queued beyond what the caller has heard by `now`."""
         return max(0.0, self._end - now) * 1000
 
-    def wait_s(self, now: float, max_lead_ms: float = 250.0) -> float:
-        """How long to wait before sending more so the lead stays within `max_lead_ms`."""
-        return max(0.0, self.lead_ms(now) - max_lead_ms) / 1000
+    def wait_s(self, now: float, max_lead_ms: float = 250.0, next_ms: float = 0.0) -> float:
+        """How long to wait before sending `next_ms` more so the lead stays within
+        `max_lead_ms`, counting what is about to be sent."""
+        return max(0.0, self.lead_ms(now) + next_ms - max_lead_ms) / 1000
 
     def pop_played(self, now: float) -> list[str]:
         """Marks reached by `now` and not reported before, in order."""

@@ -89,7 +89,11 @@ class CallHooks(Protocol):
 @dataclass
 class EngineConfig:
     turn: turns.TurnConfig = field(default_factory=turns.TurnConfig)
-    max_lead_ms: float = 120.0  # audio queued at Twilio beyond what the caller has heard
+    # Audio queued at Twilio beyond what the caller has heard, never more. It is what still plays
+    # after a barge-in: the caller's first word takes ~70 ms to be detected, so 80 ms here keeps
+    # the assistant's voice stopping within ~150 ms, and leaves 40 ms (one chunk) of slack
+    # for a busy event loop before the caller would hear a gap.
+    max_lead_ms: float = 80.0
     chunk_ms: int = 40  # outbound media message size
     mark_every_ms: int = 200  # how finely we know what the caller heard
     tick_s: float = 0.1
@@ -510,7 +514,8 @@ class CallSession:
                 return  # closed at the end of the call
 
     async def _send_speech(self) -> None:
-        chunk_bytes = self.config.chunk_ms * 8
+        chunk_ms = self.config.chunk_ms
+        chunk_bytes = chunk_ms * 8
         mark_bytes = self.config.mark_every_ms * 8
         unmarked = 0
         speech = self.speech
@@ -520,7 +525,7 @@ class CallSession:
                 await speech.ready.wait()
                 continue
             await speech.resume.wait()
-            wait = self.playback.wait_s(self.clock(), self.config.max_lead_ms)
+            wait = self.playback.wait_s(self.clock(), self.config.max_lead_ms, chunk_ms)
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue

@@ -507,6 +507,7 @@ async def _call(
 ) -> tuple[Any, list[dict[str, Any]]]:
     context = t.context(user)
     result = await call_tool(world.server, context, tool, args)
+    await world.services.settled()  # the audit row is written alongside the answer
     return result, await audit_rows(t.owner, context.call_sid)
 
 
@@ -813,6 +814,7 @@ async def test_audit_records_duration_and_call(tool_world: ToolWorld) -> None:
     t = tool_world.a
     context = t.context()
     await call_tool(tool_world.server, context, "todo_list", {"limit": 5})
+    await tool_world.services.settled()
     (row,) = await audit_rows(t.owner, context.call_sid)
     assert row["arguments"] == {"limit": 5} and row["duration_ms"] >= 0
 
@@ -846,6 +848,7 @@ async def test_slow_or_broken_tools_answer_briefly_and_honestly(
     result = await call_tool(server, context, "check_agent_availability", {})
     assert result.is_error and text_of(result) == expected
     assert "hunter2" not in text_of(result)
+    await services.settled()
     (row,) = await audit_rows(t.owner, context.call_sid)
     assert row["outcome"] == "error"
 

@@ -8,9 +8,10 @@ hands each tool a `ToolCall` through a context variable.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ from voice_app.tools.availability import (
 )
 
 Outcome = Literal["ok", "invalid", "not_found", "error", "denied"]
+
+
+BACKGROUND_GRACE_S = 5.0  # at shutdown, for audit rows still being written
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +86,21 @@ class ToolServices:
             )
         return cls(settings, db, state, http, availability)
 
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` (an audit write) without making the caller wait; kept until it is done."""
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def settled(self) -> None:
+        """Wait (at most BACKGROUND_GRACE_S) until the background writes so far are done."""
+        if self.background:
+            await asyncio.wait(set(self.background), timeout=BACKGROUND_GRACE_S)
+
     async def aclose(self) -> None:
+        await self.settled()  # audit rows still being written: give them a moment
         await self.http.aclose()
 
 

@@ -127,8 +127,12 @@ class ToolCallMiddleware:
 
         call = ToolCall(name, identity, user, state.services)
         result = await self._run(call, ctx, call_next, arguments)
-        await _audit(
-            state.services, identity, name, arguments, call.outcome or "ok", call.detail, started
+        # The model waits for the result, not for its audit row: that is written alongside.
+        state.services.spawn(
+            _audit(
+                state.services, identity, name, arguments, call.outcome or "ok", call.detail,
+                started,
+            )
         )
         return result
 

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+from weakref import WeakKeyDictionary
 
 from mcp import Client
 from mcp.server.mcpserver import MCPServer
@@ -53,6 +54,9 @@ class ToolSession:
             return ToolOutcome(f"The tool could not be run: {error}", True)
         text = "\n".join(getattr(block, "text", "") for block in result.content)
         return ToolOutcome(text, bool(result.is_error))
+
+
+_SPECS: WeakKeyDictionary[MCPServer[ConnectionState], list[ToolSpec]] = WeakKeyDictionary()
 
 
 def tool_services(services: Services) -> ToolServices:
@@ -97,7 +101,12 @@ async def open_tools_session(
     services: Services | MCPServer[ConnectionState], call: CallContext
 ) -> AsyncIterator[ToolSession]:
     """Like `open_tools_client`, with the tool list fetched and a `(text, is_error)` call."""
-    async with open_tools_client(services, call) as client:
-        listed = await client.list_tools()
-        specs = [ToolSpec(t.name, t.description or "", t.input_schema) for t in listed.tools]
+    server = services if isinstance(services, MCPServer) else tools_server(services)
+    async with open_tools_client(server, call) as client:
+        specs = _SPECS.get(server)
+        if specs is None:  # the same for every connection: list them once per server
+            listed = await client.list_tools()
+            specs = [ToolSpec(t.name, t.description or "", t.input_schema) for t in listed.tools]
+            _SPECS[server] = specs
         yield ToolSession(client, specs)
+

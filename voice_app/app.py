@@ -6,6 +6,8 @@ import logging
 
 from quart import Quart, Response, jsonify
 
+from voice_app.agent.factory import anthropic_client
+from voice_app.agent.graph import turn_graph
 from voice_app.config import Settings
 from voice_app.console.routes import console_api, console_page
 from voice_app.observability import blueprint as observability
@@ -13,12 +15,21 @@ from voice_app.observability import start_observability
 from voice_app.services import Services, current_services
 from voice_app.streams.routes import bp as streams
 from voice_app.tools.calendar_oauth import blueprint as calendar_oauth
+from voice_app.tools.session import tools_server
 from voice_app.transfer.routes import transfer_webhooks
 from voice_app.twiml.routes import twiml
 from voice_app.web.api import api as web_api
 from voice_app.web.routes import web
 
 log = logging.getLogger(__name__)
+
+
+def _warm_up(services: Services) -> None:
+    """Build what every call shares now, not during the first caller's greeting."""
+    tools_server(services)  # ~150 ms: every tool's schema and argument validator
+    turn_graph()
+    if services.settings.anthropic_api_key:
+        anthropic_client(services)
 
 
 def create_app(settings: Settings | None = None) -> Quart:
@@ -31,9 +42,10 @@ def create_app(settings: Settings | None = None) -> Quart:
     @app.before_serving
     async def start_services() -> None:
         start_observability(settings)  # logs and Sentry first, inside the serving loop
-        app.extensions["services"] = await Services.start(settings)
+        services = app.extensions["services"] = await Services.start(settings)
         for job, engine in settings.engines().items():
             log.info("engine %s: %s", job, engine)
+        _warm_up(services)
 
     @app.after_serving
     async def stop_services() -> None:

@@ -110,6 +110,9 @@ def setting(
 class Settings:
     # Where things live. Unset database/redis URLs mean "start embedded services".
     database_url: str | None = setting(_url("postgres", "postgresql"))
+    # Connections per process. Call-log writes are batched and tool calls short, so ~1 per
+    # 5 live calls is plenty; PostgreSQL's own max_connections bounds the sum over processes.
+    database_pool_size: int = setting(_int_between(2, 500), 20)
     redis_url: str | None = setting(_url("redis", "rediss", "unix"))
     data_dir: str = setting(_text, ".data")
     public_base_url: str = setting(_url("http", "https"), "http://127.0.0.1:8080")

@@ -35,7 +35,7 @@ class Services:
             )
         from voice_app.speech.factory import build_speech
 
-        db = await Database.connect(settings.database_url)
+        db = await Database.connect(settings.database_url, max_size=settings.database_pool_size)
         state = StateStore.from_url(settings.redis_url)
         services = cls(settings=settings, db=db, state=state)
         services.extras["speech"] = build_speech(settings)  # shared factories; streams per call

@@ -222,6 +222,62 @@ async def test_five_failures_lock_the_account_across_calls_and_the_browser(
     assert (await sign_in(browser, victim)).status_code == 200
 
 
+def some_address(net: str = "203.0.113") -> str:
+    return f"{net}.{random.randrange(1, 255)}"  # documentation ranges: never a real client
+
+
+@pytest.fixture
+async def throttled_app(edge_settings) -> AsyncIterator[Quart]:
+    """Three sign-in attempts per address per window, behind one trusted proxy."""
+    settings = edge_settings_for(edge_settings, sign_in_attempts_per_ip=3, trusted_proxy_hops=1)
+    app = create_app(settings)
+    async with app.test_app():
+        yield app
+
+
+async def test_one_address_trying_many_accounts_is_throttled(
+    throttled_app: Quart, tenant: Tenant
+) -> None:
+    client, address = throttled_app.test_client(), some_address()  # Redis is fresh per run
+    via_proxy = {**PAGE, "X-Forwarded-For": address}
+    for account in ("998877665501", "998877665502", "998877665503"):  # a credential-stuffing run
+        wrong = await sign_in(client, tenant.member, "0000", account=account, headers=via_proxy)
+        assert wrong.status_code == 401
+    # The fourth try is refused before the PIN is even hashed, the right PIN included ...
+    refused = await sign_in(client, tenant.member, headers=via_proxy)
+    assert refused.status_code == 429
+    assert 0 < int(refused.headers["Retry-After"]) <= 600
+    assert "Too many sign-in attempts" in (await refused.get_json())["error"]
+    # ... the console's password sign-in shares the budget ...
+    console = await client.post(
+        "/api/console/login",
+        json={"email": "someone@example.test", "password": "x"},
+        headers=via_proxy,
+    )
+    assert console.status_code == 429
+    # ... and nobody else is locked out: not the account, not another address.
+    elsewhere = {**PAGE, "X-Forwarded-For": some_address("198.51.100")}
+    assert (await sign_in(client, tenant.member, headers=elsewhere)).status_code == 200
+
+
+async def test_the_client_address_is_not_taken_from_an_untrusted_header(
+    edge_settings, tenant: Tenant
+) -> None:
+    app = create_app(edge_settings_for(edge_settings, sign_in_attempts_per_ip=2))
+    client, address = app.test_client(), some_address("192.0.2")
+    async with app.test_app():
+        statuses = []
+        for forged in ("198.51.100.1", "198.51.100.2", "198.51.100.3"):  # one per attempt
+            response = await client.post(
+                "/api/auth/pin",
+                json={"account_number": "998877665599", "pin": "0000"},
+                headers={**PAGE, "X-Forwarded-For": forged},
+                scope_base={"client": (address, 40000)},
+            )
+            statuses.append(response.status_code)
+    assert statuses == [401, 401, 429]  # counted against the real peer address
+
+
 async def test_unknown_account_locks_exactly_like_a_real_one(
     edge_app: Quart, tenant: Tenant, owner_conn
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from hypercorn.middleware import ProxyFixMiddleware
 from quart import Quart, Response, jsonify
 
 from voice_app.agent.factory import anthropic_client
@@ -38,6 +39,12 @@ def create_app(settings: Settings | None = None) -> Quart:
     app.config["SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = 256 * 1024  # webhooks and API bodies are small
     app.secret_key = settings.effective_secret_key
+    if settings.trusted_proxy_hops:
+        # Behind proxies the client address (sign-in limits, logs) is the one the trusted hops
+        # put in X-Forwarded-For. Twilio signatures never use it: they use PUBLIC_BASE_URL.
+        app.asgi_app = ProxyFixMiddleware(  # type: ignore[method-assign]
+            app.asgi_app, mode="legacy", trusted_hops=settings.trusted_proxy_hops
+        )
 
     @app.before_serving
     async def start_services() -> None:

@@ -171,6 +171,11 @@ class Settings:
     idle_reprompt_seconds: float = setting(_float_between(2.0, 120.0), 8.0)
     shutdown_grace_seconds: int = setting(_int_between(0, 3600), 60)
     session_ttl_seconds: int = setting(_int_between(60, 7 * 24 * 3600), 4 * 3600)
+    # Sign-in attempts (caller PIN or console password) per client address per 10 minutes,
+    # on top of each account's own lockout. Behind a proxy set TRUSTED_PROXY_HOPS, or every
+    # caller shares the proxy's address.
+    sign_in_attempts_per_ip: int = setting(_int_between(1, 100_000), 60)
+    trusted_proxy_hops: int = setting(_int_between(0, 10), 0)
 
     @classmethod
     def from_env(

@@ -10,6 +10,7 @@ present, must be PUBLIC_BASE_URL's origin.
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -22,10 +23,13 @@ from voice_app.config import Settings
 from voice_app.services import current_services
 from voice_app.state.store import Session
 
+log = logging.getLogger(__name__)
+
 COOKIE = "va_session"
 CSRF_HEADER = "X-CSRF-Token"
 P = ParamSpec("P")
 R = TypeVar("R")
+SIGN_IN_WINDOW_SECONDS = 600
 
 
 def _settings() -> Settings:
@@ -51,6 +55,25 @@ def api_error(status: int, message: str, **extra: Any) -> Response:
     response.status_code = status
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def too_many_attempts(retry_after_seconds: int, message: str) -> Response:
+    """429 with the wait both in the body (for the page) and in Retry-After (for clients)."""
+    response = api_error(429, message, retry_after=retry_after_seconds)
+    response.headers["Retry-After"] = str(retry_after_seconds)
+    return response
+
+
+async def sign_in_throttled(settings: Settings) -> Response | None:
+    """The 429 to answer when this client address has tried to sign in too often, else None."""
+    client = request.remote_addr or "unknown"
+    wait = await current_services().state.count_sign_in(
+        client, settings.sign_in_attempts_per_ip, SIGN_IN_WINDOW_SECONDS
+    )
+    if not wait:
+        return None
+    log.warning("sign-in attempts from one address over the limit; refused for %d s", wait)
+    return too_many_attempts(wait, "Too many sign-in attempts from your network. Try later.")
 
 
 async def current_browser_session() -> Session | None:

@@ -32,7 +32,13 @@ from quart import (
     websocket,
 )
 
-from voice_app.auth.browser_session import api_error, json_object, origin_allowed
+from voice_app.auth.browser_session import (
+    api_error,
+    json_object,
+    origin_allowed,
+    sign_in_throttled,
+    too_many_attempts,
+)
 from voice_app.auth.secrets import verify_secret
 from voice_app.config import Settings
 from voice_app.console.card import caller_card
@@ -133,12 +139,11 @@ async def login() -> Response:
     if body is None:
         return api_error(400, "Send JSON with email and password.")
     email, password = str(body.get("email", ""))[:254], str(body.get("password", ""))[:1024]
+    if throttled := await sign_in_throttled(settings):
+        return throttled
     services = current_services()
-    locked_for = await services.state.is_locked(_lock_key(email))
-    if locked_for:
-        response = api_error(429, "Too many attempts. Try again later.", retry_after=locked_for)
-        response.headers["Retry-After"] = str(locked_for)
-        return response
+    if locked_for := await services.state.is_locked(_lock_key(email)):
+        return too_many_attempts(locked_for, "Too many attempts. Try again later.")
     async with services.db.anonymous() as conn:
         found = await console_db.agent_for_login(conn, email)
     # verify_secret checks a dummy hash when the e-mail is unknown: same time, same answer.

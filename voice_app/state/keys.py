@@ -34,6 +34,11 @@ def pin_lock(account_number: str) -> str:
     return f"{PREFIX}pin-lock:{account_number}"
 
 
+def sign_in_attempts(client: str, window: int) -> str:
+    """Sign-in attempts (PIN or console password) from one client address in one window."""
+    return f"{PREFIX}sign-in:{client}:{window}"
+
+
 def pending_account(call_sid: str) -> str:
     """The account number a PSTN caller is signing in to, between Gather round trips."""
     return f"{PREFIX}pending-account:{call_sid}"

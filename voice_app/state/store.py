@@ -102,6 +102,21 @@ class StateStore:
 
     # PIN tries and lockout -----------------------------------------------------------------
 
+    async def count_sign_in(self, client: str, limit: int, window_seconds: int) -> int:
+        """Count one sign-in attempt from `client`; seconds to wait if it is over `limit` in
+        the current window, else 0. Counted before the secret is checked: each check costs an
+        argon2 hash, and many accounts tried from one address is an attack of its own."""
+        now = int(time.time())
+        window = now // window_seconds
+        key = keys.sign_in_attempts(client, window)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, window_seconds)
+            attempts, _ = await pipe.execute()
+        if int(attempts) <= limit:
+            return 0
+        return (window + 1) * window_seconds - now
+
     async def is_locked(self, account_number: str) -> int:
         """Seconds left on the account's lock, or 0."""
         ttl = await self.redis.ttl(keys.pin_lock(account_number))

@@ -27,7 +27,9 @@ from voice_app.auth.browser_session import (
     json_object,
     origin_allowed,
     set_session_cookie,
+    sign_in_throttled,
     signed_in,
+    too_many_attempts,
 )
 from voice_app.auth.identity import client_identity
 from voice_app.auth.pin_signin import PinResult, clean_account_number, sign_in_with_pin
@@ -95,6 +97,8 @@ async def sign_in() -> Response:
     body = await json_object()
     if body is None:
         return api_error(400, "Send JSON with account_number and pin.")
+    if throttled := await sign_in_throttled(settings):
+        return throttled
     services = current_services()
     attempt = await sign_in_with_pin(
         services.db,
@@ -106,13 +110,10 @@ async def sign_in() -> Response:
     )
     if attempt.result is PinResult.LOCKED:
         minutes = max(1, -(-attempt.retry_after_seconds // 60))
-        response = api_error(
-            429,
+        return too_many_attempts(
+            attempt.retry_after_seconds,
             f"Too many attempts. For your security, try again in about {minutes} minutes.",
-            retry_after=attempt.retry_after_seconds,
         )
-        response.headers["Retry-After"] = str(attempt.retry_after_seconds)
-        return response
     if attempt.result is not PinResult.OK or attempt.account is None:
         return api_error(401, WRONG_PIN)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -672,3 +673,22 @@ async def test_twilio_webhooks_bind_the_call_sid() -> None:
     assert await signed_post.get_data(as_text=True) == sid
     unsigned = await client.post("/twiml/voice", form={"CallSid": sid})
     assert await unsigned.get_data(as_text=True) == "-"
+
+
+async def test_metrics_are_behind_a_token_when_one_is_set() -> None:
+    base = Settings.from_env({"ENVIRONMENT": "test"}, dotenv=None)
+    guarded = create_app(dataclasses.replace(base, metrics_token="scrape-me"))
+    client = guarded.test_client()
+    assert (await client.get("/metrics")).status_code == 401
+    wrong = await client.get("/metrics", headers={"Authorization": "Bearer scrape-you"})
+    assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"].startswith("Bearer")
+    right = await client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+    assert right.status_code == 200 and b"voice_active_calls" in await right.get_data()
+
+
+async def test_production_serves_no_metrics_without_a_token() -> None:
+    base = Settings.from_env({"ENVIRONMENT": "test"}, dotenv=None)
+    production = create_app(dataclasses.replace(base, environment="production"))
+    response = await production.test_client().get("/metrics")
+    assert response.status_code == 404
+    assert b"voice_" not in await response.get_data()

@@ -152,6 +152,9 @@ class Settings:
 
     # Observability
     sentry_dsn: str | None = setting(_url("http", "https"), None, secret=True)
+    # GET /metrics wants `Authorization: Bearer <this>` when set; in production it is served
+    # only when set (operational data is not for the public port).
+    metrics_token: str | None = setting(_text, None, secret=True)
     sentry_traces_sample_rate: float = setting(_float_between(0.0, 1.0), 1.0)
     sentry_include_transcripts: bool = setting(_bool, False)
     log_format: str = setting(_choice("auto", "json", "text"), "auto")

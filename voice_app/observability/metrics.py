@@ -13,6 +13,7 @@ turns every gauge into a merge policy: more moving parts than running one worker
 
 from __future__ import annotations
 
+import hmac
 import re
 
 import sentry_sdk
@@ -26,6 +27,7 @@ from prometheus_client import (
 )
 from quart import Blueprint, Response, current_app, request
 
+from voice_app.config import Settings
 from voice_app.logs import call_sid_var
 
 # Caller's last word → first assistant audio: the budget is ~0.5-1.5 s, so resolve that range.
@@ -110,6 +112,18 @@ blueprint = Blueprint("observability", __name__)
 
 @blueprint.get("/metrics")
 async def metrics_endpoint() -> Response:
+    settings: Settings = current_app.config["SETTINGS"]
+    token = settings.metrics_token
+    if token is None and settings.environment == "production":
+        return Response("not found", status=404)  # no token configured: not served at all
+    if token is not None:
+        offered = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(offered.encode(), f"Bearer {token}".encode()):
+            return Response(
+                "metrics need a bearer token",
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
     return Response(current_metrics().render(), content_type=CONTENT_TYPE_LATEST)
 
 

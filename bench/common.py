@@ -45,6 +45,7 @@ from voice_app.simulator.report import CallReport
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"  # gitignored: logs and JSON of each run
+DB_POOL_SIZE = Settings.from_env({}, dotenv=None).database_pool_size  # the app's default
 ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
 APP_CORE, DRIVER_CORE = 0, 1
@@ -634,11 +635,11 @@ class DbProbe:
             self._task.cancel()
 
     def held(self, start: float, end: float) -> tuple[int, float]:
-        """Most connections held at once, and the share of samples with 10 or more held."""
+        """Most connections held at once, and the share of samples with the pool all held."""
         inside = [held for at, _, held in self.samples if start <= at <= end]
         if not inside:
             return 0, 0.0
-        return max(inside), 100 * sum(h >= 10 for h in inside) / len(inside)
+        return max(inside), 100 * sum(h >= DB_POOL_SIZE for h in inside) / len(inside)
 
 
 def app_log_levels(log: Path) -> Counter[str]:

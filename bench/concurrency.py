@@ -27,6 +27,7 @@ from typing import Any
 from bench import analysis, profile
 from bench.common import (
     APP_CORE,
+    DB_POOL_SIZE,
     DRIVER_CORE,
     RESULTS,
     SECONDS_PER_TURN,
@@ -72,7 +73,7 @@ class Level:
     problems: Counter[str] = field(default_factory=Counter)  # failed calls, unsplit turns
     gc_pauses: list[tuple[int, float]] | None = None  # (generation, ms), with --gc-log
     db_held_max: int = 0  # the app's PostgreSQL connections in use at once (pool: 10)
-    db_full_pct: float = 0.0  # share of the window with all 10 in use
+    db_full_pct: float = 0.0  # share of the window with the whole pool in use
     rss_idle: int = 0
     rss_peak: int = 0
     fds_idle: int = 0
@@ -257,7 +258,9 @@ def print_tables(levels: list[Level], knobs: Knobs, args: argparse.Namespace) ->
     print()
     print("Outbound audio gaps (silence > 40 ms inside a reply, as the caller heard it), the app's")
     print("event loop (GET /healthz every 200 ms: its answer time is the loop's delay), its")
-    print("PostgreSQL connections in use (pool of 10; full% = time all 10 were) and errors")
+    print(
+        f"PostgreSQL connections in use (pool of {DB_POOL_SIZE}; full% = time all were) and errors"
+    )
     print(
         f"{'calls':>6} | {'replies':>7} {'w/ gap':>6} {'gaps':>5} {'max ms':>6} | "
         f"{'healthz p50':>11} {'p99':>6} {'max':>6} | {'db max':>6} {'full%':>5} | "

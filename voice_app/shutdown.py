@@ -11,10 +11,12 @@ import asyncio
 import logging
 
 from voice_app.services import Services
+from voice_app.streams.session import calls_finishing
 
 log = logging.getLogger(__name__)
 
 GOODBYE_GRACE_S = 15.0  # long enough for a goodbye line to play out
+CLEANUP_GRACE_S = 12.0  # ended calls closing sockets and flushing their call log
 
 
 async def drain(services: Services, grace_s: float) -> int:
@@ -33,4 +35,5 @@ async def drain(services: Services, grace_s: float) -> int:
         await asyncio.sleep(0.1)
     if live:
         log.warning("%d call(s) still live after their goodbye; closing anyway", len(live))
+    await calls_finishing(CLEANUP_GRACE_S)  # their logs flushed before the pool closes
     return len(remaining)

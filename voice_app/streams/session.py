@@ -120,6 +120,15 @@ class _Speech:
         self.dropping = True
 
 
+_FINISHING: set[asyncio.Task[None]] = set()  # end-of-call cleanups, kept until they are done
+
+
+async def calls_finishing(timeout_s: float) -> None:
+    """At shutdown: wait (bounded) for the cleanups of calls that just ended."""
+    if _FINISHING:
+        await asyncio.wait(set(_FINISHING), timeout=timeout_s)
+
+
 class CallSession:
     def __init__(
         self,
@@ -219,7 +228,16 @@ class CallSession:
             await self._handle(turns.AgentEndsCall("hangup", "server restart"))
 
     async def _cleanup(self) -> None:
+        """Close the providers, flush the call log, record the end: all of it, even when the
+        handler is cancelled again meanwhile (the peer vanished and the server cancels twice).
+        The steps run in a task of their own, which a second cancel does not reach."""
         self._cancel_agent()
+        finishing = asyncio.create_task(self._finish(), name="call-cleanup")
+        _FINISHING.add(finishing)
+        finishing.add_done_callback(_FINISHING.discard)
+        await asyncio.shield(finishing)
+
+    async def _finish(self) -> None:
         for stream in (self.stt, self.tts):
             if stream is not None:
                 with contextlib.suppress(Exception):

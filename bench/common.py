@@ -237,6 +237,7 @@ class App:
     url: str
     log: Path
     gc_log: Path | None = None  # the garbage collector's long passes (bench.gc_probe)
+    heap_log: Path | None = None  # tracemalloc snapshots (bench.heap_probe)
 
     def gc_pauses(self, start: float, end: float) -> list[tuple[int, float]]:
         """(generation, ms) of each logged collection between `start` and `end`."""
@@ -348,11 +349,17 @@ class Bench:
 
     @asynccontextmanager
     async def app(
-        self, label: str = "", *, gc_log: bool = False, gc_freeze: bool = False
+        self,
+        label: str = "",
+        *,
+        gc_log: bool = False,
+        gc_freeze: bool = False,
+        heap_log: bool = False,
     ) -> AsyncIterator[App]:
         """`voice-app serve` in its own process, pinned to the app core, until the block ends.
         `gc_log`: launched through bench.gc_probe, which logs the garbage collector's passes;
-        `gc_freeze`: ... and freezes the heap left by imports first (an experiment)."""
+        `gc_freeze`: ... and freezes the heap left by imports first (an experiment);
+        `heap_log`: launched through bench.heap_probe (tracemalloc snapshots every minute)."""
         port = free_port()
         name = f"{self.name}{'-' + label if label else ''}"
         log = RESULTS / f"{name}-app.log"
@@ -365,6 +372,11 @@ class Bench:
             gc_path = RESULTS / f"{name}-gc.jsonl"
             gc_path.unlink(missing_ok=True)
             env["BENCH_GC_LOG"], module = str(gc_path), "bench.gc_probe"
+        heap_path = None
+        if heap_log:
+            heap_path = RESULTS / f"{name}-heap.jsonl"
+            heap_path.unlink(missing_ok=True)
+            env["BENCH_HEAP_LOG"], module = str(heap_path), "bench.heap_probe"
         proc = self.children.start(
             [sys.executable, "-m", module, "serve", "--port", str(port)],
             core=APP_CORE,
@@ -373,7 +385,7 @@ class Bench:
             stdout=subprocess.DEVNULL,
             env=env,
         )
-        app = App(proc, f"http://127.0.0.1:{port}", log, gc_path)
+        app = App(proc, f"http://127.0.0.1:{port}", log, gc_path, heap_path)
         try:
             await self._until_ready(app)
             pin(proc.pid, APP_CORE)  # again: the threads it started while booting

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import time
 import zlib
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -73,7 +75,8 @@ async def place_calls(
 async def bench(args: argparse.Namespace) -> None:
     knobs = Knobs.from_args(args)
     recordings: dict[str, bytes] = {}
-    async with Bench("soak", knobs, args.app_ref).run() as b, b.app() as app:
+    bench_run = Bench("soak", knobs, args.app_ref).run()
+    async with bench_run as b, b.app(heap_log=args.heap) as app:
         await warm_up(app)
         await wait_for_quiet(args.quiet_wait)
         assert b.standins is not None
@@ -113,7 +116,22 @@ async def bench(args: argparse.Namespace) -> None:
         (started, load_ended),
     )
     print(f"  TCP connections the app still held 10 s after the last call: {left_open}")
+    if app.heap_log is not None:
+        print_heap(app.heap_log)
     write_json(RESULTS / "soak.json", {"args": vars(args), "minutes": minutes})
+
+
+def print_heap(path: Path) -> None:
+    """The traced Python heap per snapshot, and where it grew between the first and the last."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+    if not rows:
+        print("  heap: no snapshot taken (the run was shorter than one interval)")
+        return
+    traced = " ".join(f"{r['traced'] / MB:.1f}" for r in rows)
+    print(f"  traced Python heap after each minute's gc.collect() (MB): {traced}")
+    print("  grew most since the first snapshot (bytes, objects, where):")
+    for site in rows[-1].get("growth", []):
+        print(f"    {site['bytes']:>10,} {site['count']:>7,}  {site['site']}")
 
 
 def open_sockets(pid: int, urls: dict[str, str]) -> dict[str, int]:
@@ -266,6 +284,11 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--call-seconds", type=float, default=30.0, help="length of each call")
     parser.add_argument("--ramp-rate", type=float, default=10.0, help="slots started per second")
+    parser.add_argument(
+        "--heap",
+        action="store_true",
+        help="trace the app's heap (bench.heap_probe): slower; tells a leak from allocator growth",
+    )
     add_arguments(parser)
     args = parser.parse_args()
     with stop_on_sigterm():

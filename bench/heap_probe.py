@@ -1,0 +1,69 @@
+"""`voice-app serve` with tracemalloc: what the Python heap holds over a soak, and where it grows.
+
+    BENCH_HEAP_LOG=bench/results/heap.jsonl python -m bench.heap_probe serve --port 8080
+
+Runs the app's own `voice_app.cli.main` unchanged, with tracemalloc on (10 frames) and a thread
+that every BENCH_HEAP_EVERY_S (60) seconds collects garbage and appends one JSON line: the
+traced total, and the allocation sites that grew most since the first snapshot. RSS cannot
+tell a leak from the allocator keeping freed pages; the traced heap can. Tracing roughly doubles
+the app's CPU, so take latency figures from a run without it.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+import threading
+import time
+import tracemalloc
+
+TOP = 12
+
+
+def _site(stat: tracemalloc.StatisticDiff) -> str:
+    frames = [f for f in stat.traceback if "tracemalloc" not in f.filename]
+    own = [f for f in frames if "/voice_app/" in f.filename] or frames
+    frame = own[0]
+    return f"{frame.filename.rsplit('/site-packages/', 1)[-1]}:{frame.lineno}"
+
+
+def _watch(path: str, every_s: float) -> None:
+    first: tracemalloc.Snapshot | None = None
+    with open(path, "a", encoding="utf-8") as log:
+        while True:
+            time.sleep(every_s)
+            gc.collect()
+            snapshot = tracemalloc.take_snapshot().filter_traces(
+                [tracemalloc.Filter(False, tracemalloc.__file__)]
+            )
+            traced, peak = tracemalloc.get_traced_memory()
+            line: dict[str, object] = {"at": time.monotonic(), "traced": traced, "peak": peak}
+            if first is None:
+                first = snapshot
+            else:
+                diff = snapshot.compare_to(first, "traceback")
+                line["growth"] = [
+                    {"site": _site(d), "bytes": d.size_diff, "count": d.count_diff}
+                    for d in diff[:TOP]
+                    if d.size_diff > 0
+                ]
+            log.write(json.dumps(line) + "\n")
+            log.flush()
+
+
+def main() -> None:
+    tracemalloc.start(10)
+    every = float(os.environ.get("BENCH_HEAP_EVERY_S", "60"))
+    watcher = threading.Thread(
+        target=_watch, args=(os.environ["BENCH_HEAP_LOG"], every), daemon=True
+    )
+    watcher.start()
+    from voice_app.cli import main as cli_main
+
+    sys.exit(cli_main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -24,10 +24,16 @@ TOP = 12
 
 
 def _site(stat: tracemalloc.StatisticDiff) -> str:
-    frames = [f for f in stat.traceback if "tracemalloc" not in f.filename]
-    own = [f for f in frames if "/voice_app/" in f.filename] or frames
-    frame = own[0]
-    return f"{frame.filename.rsplit('/site-packages/', 1)[-1]}:{frame.lineno}"
+    """Where it was allocated, and the nearest caller in the app's own code."""
+    frames = list(reversed(stat.traceback))  # most recent first
+
+    def name(frame: tracemalloc.Frame) -> str:
+        tail = "/".join(frame.filename.split("/")[-2:])  # package/module.py
+        return f"{tail}:{frame.lineno}"
+
+    ours = next((f for f in frames if "/voice_app/" in f.filename), None)
+    where = name(frames[0])
+    return f"{where} (from {name(ours)})" if ours is not None and ours is not frames[0] else where
 
 
 def _watch(path: str, every_s: float, after_s: float) -> None:

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -683,3 +683,12 @@ def stop_on_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def run_main(bench: Callable[[Any], Coroutine[Any, Any, None]], args: Any) -> None:
+    """Run one benchmark to the end; Ctrl-C or SIGTERM stops it and its child processes."""
+    with stop_on_sigterm():
+        try:
+            asyncio.run(bench(args))
+        except KeyboardInterrupt:
+            print("interrupted; child processes stopped")

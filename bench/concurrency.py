@@ -42,7 +42,7 @@ from bench.common import (
     call_config,
     pin,
     run_calls,
-    stop_on_sigterm,
+    run_main,
     wait_for_quiet,
     warm_up,
     write_json,
@@ -374,11 +374,7 @@ def main() -> None:
     )
     add_arguments(parser)
     args = parser.parse_args()
-    with stop_on_sigterm():
-        try:
-            asyncio.run(bench(args))
-        except KeyboardInterrupt:
-            print("interrupted; child processes stopped")
+    run_main(bench, args)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ See bench/analysis.py for how a turn's latency is split between the providers an
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
 import os
 import time
@@ -28,7 +27,7 @@ from bench.common import (
     app_log_levels,
     call_config,
     run_calls,
-    stop_on_sigterm,
+    run_main,
     wait_for_quiet,
     warm_up,
     write_json,
@@ -133,11 +132,7 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2, help="calls at a time")
     add_arguments(parser)
     args = parser.parse_args()
-    with stop_on_sigterm():
-        try:
-            asyncio.run(bench(args))
-        except KeyboardInterrupt:
-            print("interrupted; child processes stopped")
+    run_main(bench, args)
 
 
 if __name__ == "__main__":

@@ -354,12 +354,13 @@ class Bench:
         *,
         gc_log: bool = False,
         gc_freeze: bool = False,
-        heap_log: bool = False,
+        heap_frames: int = 0,
     ) -> AsyncIterator[App]:
         """`voice-app serve` in its own process, pinned to the app core, until the block ends.
         `gc_log`: launched through bench.gc_probe, which logs the garbage collector's passes;
         `gc_freeze`: ... and freezes the heap left by imports first (an experiment);
-        `heap_log`: launched through bench.heap_probe (tracemalloc snapshots every minute)."""
+        `heap_frames`: launched through bench.heap_probe (tracemalloc keeping that many frames per
+        allocation; a snapshot every minute)."""
         port = free_port()
         name = f"{self.name}{'-' + label if label else ''}"
         log = RESULTS / f"{name}-app.log"
@@ -373,9 +374,10 @@ class Bench:
             gc_path.unlink(missing_ok=True)
             env["BENCH_GC_LOG"], module = str(gc_path), "bench.gc_probe"
         heap_path = None
-        if heap_log:
+        if heap_frames:
             heap_path = RESULTS / f"{name}-heap.jsonl"
             heap_path.unlink(missing_ok=True)
+            env["BENCH_HEAP_FRAMES"] = str(heap_frames)
             env["BENCH_HEAP_LOG"], module = str(heap_path), "bench.heap_probe"
         proc = self.children.start(
             [sys.executable, "-m", module, "serve", "--port", str(port)],

@@ -2,12 +2,13 @@
 
     BENCH_HEAP_LOG=bench/results/heap.jsonl python -m bench.heap_probe serve --port 8080
 
-Runs the app's own `voice_app.cli.main` unchanged, with a thread that turns tracemalloc on (10
-frames) BENCH_HEAP_AFTER_S (15) seconds in, once the app is up, and then every
-BENCH_HEAP_EVERY_S (60) seconds collects garbage and appends one JSON line: the
-traced total, and the allocation sites that grew most since the first snapshot. RSS cannot
-tell a leak from the allocator keeping freed pages; the traced heap can. Tracing roughly doubles
-the app's CPU, so take latency figures from a run without it.
+Runs the app's own `voice_app.cli.main` unchanged, with a thread that turns tracemalloc on
+(BENCH_HEAP_FRAMES frames per allocation, default 1) BENCH_HEAP_AFTER_S (15) seconds in, once
+the app is up, and then every BENCH_HEAP_EVERY_S (60) seconds collects garbage and appends one
+JSON line: the traced total, and the allocation sites that grew most since the first snapshot.
+RSS cannot tell a leak from the allocator keeping freed pages; the traced heap can. One frame
+about doubles the app's CPU; ten about triple it, enough to saturate one core at 4 calls.
+Take latency figures from a run without it, and keep few frames for a long run.
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ def _site(stat: tracemalloc.StatisticDiff) -> str:
     return f"{where} (from {name(ours)})" if ours is not None and ours is not frames[0] else where
 
 
-def _watch(path: str, every_s: float, after_s: float) -> None:
+def _watch(path: str, frames: int, every_s: float, after_s: float) -> None:
     # Tracing from the first import slows start-up past the bench's patience, and what start-up
     # allocates is not the question: trace what the calls allocate.
     time.sleep(after_s)
-    tracemalloc.start(10)
+    tracemalloc.start(frames)
     first: tracemalloc.Snapshot | None = None
     with open(path, "a", encoding="utf-8") as log:
         while True:
@@ -67,8 +68,9 @@ def _watch(path: str, every_s: float, after_s: float) -> None:
 def main() -> None:
     every = float(os.environ.get("BENCH_HEAP_EVERY_S", "60"))
     after = float(os.environ.get("BENCH_HEAP_AFTER_S", "15"))
+    frames = int(os.environ.get("BENCH_HEAP_FRAMES", "1"))
     watcher = threading.Thread(
-        target=_watch, args=(os.environ["BENCH_HEAP_LOG"], every, after), daemon=True
+        target=_watch, args=(os.environ["BENCH_HEAP_LOG"], frames, every, after), daemon=True
     )
     watcher.start()
     from voice_app.cli import main as cli_main

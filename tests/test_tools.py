@@ -26,6 +26,8 @@ import pytest
 from mcp import Client
 from quart import Quart
 
+from voice_app.agent.graph import tool_definitions
+from voice_app.agent.toolbox import SessionToolbox
 from voice_app.auth.secrets import hash_secret, verify_secret
 from voice_app.db import calendar as calendar_db
 from voice_app.db import users
@@ -607,6 +609,25 @@ async def test_tool_definitions_are_complete_and_matrix_covers_them(tool_world: 
         ), spec.name
     for name in ("todo_delete", "team_delete", "team_remove_member", "calendar_delete_event"):
         assert specs[name].input_schema["properties"]["confirm"]["default"] is False
+
+
+async def test_every_call_shares_one_set_of_model_tool_definitions(
+    tool_world: ToolWorld,
+) -> None:
+    """Two callers of different tenants: the same spec objects, so one set of definitions per
+    process rather than ~20 KB of schema dicts per live call."""
+    async with (
+        open_tools_session(tool_world.server, tool_world.a.context()) as first,
+        open_tools_session(tool_world.server, tool_world.b.context()) as second,
+    ):
+        specs_a = await SessionToolbox(first).list_tools()
+        specs_b = await SessionToolbox(second).list_tools()
+    assert [s.name for s in specs_a] == [s.name for s in specs_b]
+    definitions = tool_definitions(specs_a)
+    assert tool_definitions(specs_b) is definitions
+    assert [d["name"] for d in definitions] == [s.name for s in specs_a] + ["end_call"]
+    assert definitions[-1]["cache_control"] == {"type": "ephemeral"}
+    assert all("cache_control" not in d for d in definitions[:-1])
 
 
 async def test_tool_session_returns_text_and_error_flag(tool_world: ToolWorld) -> None:

@@ -17,7 +17,7 @@ import logging
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Annotated, Any, Literal, NotRequired, TypedDict, cast
 
 from anthropic import AsyncAnthropic
@@ -74,8 +74,16 @@ class TurnState(TypedDict):
     reason: NotRequired[str]
 
 
-def tool_definitions(specs: Sequence[ToolSpec]) -> list[dict[str, Any]]:
-    """MCP tools as Anthropic tools (plus end_call); the last one carries the cache breakpoint."""
+def tool_definitions(specs: Sequence[ToolSpec]) -> tuple[dict[str, Any], ...]:
+    """MCP tools as Anthropic tools (plus end_call); the last one carries the cache breakpoint.
+
+    Built once per set of specs (they compare by identity) and shared by every call that lists
+    the same ones: about 20 KB of dicts per live call saved. Read-only: the SDK copies it."""
+    return _definitions(tuple(specs))
+
+
+@lru_cache(maxsize=8)  # one entry per tools server in practice; bounded for remote toolboxes
+def _definitions(specs: tuple[ToolSpec, ...]) -> tuple[dict[str, Any], ...]:
     tools = [
         {
             "name": s.name,
@@ -86,7 +94,7 @@ def tool_definitions(specs: Sequence[ToolSpec]) -> list[dict[str, Any]]:
     ]
     tools.append(dict(END_CALL))
     tools[-1]["cache_control"] = {"type": "ephemeral"}
-    return tools
+    return tuple(tools)
 
 
 def assistant_message(final: ApiMessage) -> Message | None:

@@ -17,9 +17,14 @@ from mcp import types
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class ToolSpec:
-    """A tool as the model sees it. `input_schema` is the MCP inputSchema (JSON Schema)."""
+    """A tool as the model sees it. `input_schema` is the MCP inputSchema (JSON Schema).
+
+    Compared and hashed by identity: an in-process server lists its specs once and every call
+    shares those objects, so what is derived from them (the model's tool definitions) is built
+    once per process instead of once per call. Treat a spec and its schema as read-only.
+    """
 
     name: str
     description: str
@@ -81,7 +86,7 @@ class SessionToolbox:
         self._session = session
 
     async def list_tools(self) -> list[ToolSpec]:
-        return [ToolSpec(s.name, s.description, dict(s.input_schema)) for s in self._session.specs]
+        return list(self._session.specs)  # the session's shared specs, not copies
 
     async def call(self, name: str, arguments: dict[str, Any]) -> ToolResult:
         text, is_error = await self._session.call(name, arguments)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 from weakref import WeakKeyDictionary
 
@@ -24,16 +23,10 @@ from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
 
 from voice_app.agent.base import CallContext
+from voice_app.agent.toolbox import ToolSpec
 from voice_app.services import Services
 from voice_app.tools.core import Identity, ToolServices, binding_identity
 from voice_app.tools.server import ConnectionState, build_server
-
-
-@dataclass(frozen=True, slots=True)
-class ToolSpec:
-    name: str
-    description: str
-    input_schema: dict[str, Any]  # JSON Schema, ready for Anthropic's `input_schema`
 
 
 class ToolOutcome(NamedTuple):

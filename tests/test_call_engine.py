@@ -235,7 +235,7 @@ async def test_dtmf_zero_transfers_then_an_unanswered_dial_brings_the_caller_bac
                 call_sid=call_sid,
             )
         )
-        assert back.outcome == "caller_hangup", back.to_dict()
+        assert back.outcome == "caller_hangup", back.timeline()
         said = [str(m["content"]) for m in await messages_of(app, back)]
         assert any("I'm back" in line for line in said), said
         assert any("milk" in line.lower() for line in said), said
@@ -321,3 +321,90 @@ async def test_the_call_ends_at_its_maximum_length(
     assert report.outcome == "app_hangup", report.to_dict()
     assert 10 <= report.duration_s < 25, report.duration_s
     assert "time limit" in str(messages[-1]["content"]), messages
+
+
+async def test_calls_beyond_max_live_calls_hear_the_busy_line_and_live_calls_go_on(
+    settings: Settings, database_url: str, deepgram: DeepgramStandIn, tmp_path: Path
+) -> None:
+    import secrets
+
+    from voice_app.observability.metrics import METRICS
+    from voice_app.streams.admission import call_admission
+    from voice_app.twiml.binding import bind_call
+
+    def refused() -> float:
+        value = METRICS.registry.get_sample_value("voice_calls_refused_total", {"reason": "busy"})
+        return value or 0.0
+
+    await seed_demo(database_url)
+    async with live_app(
+        settings, deepgram_api_key="dg-test", deepgram_url=deepgram.url, max_live_calls=1
+    ) as app:
+        services, admission = app.services, call_admission(app.services)
+        first = asyncio.create_task(
+            run_call(call_config(app, Step("wav", silence_wav(tmp_path / "q.wav", 12))))
+        )
+        for _ in range(200):  # until the first call holds the only slot
+            await asyncio.sleep(0.05)
+            if services.extras.get("live_calls"):
+                break
+        assert admission.full
+        ready = await app.app.test_client().get("/readyz")
+        assert ready.status_code == 503
+        assert (await ready.get_json())["checks"]["process"] == "full"
+        before = refused()
+
+        # At the door: turned away before any PIN is asked for.
+        door = await run_call(call_config(app, Step("say", "hello")))
+        said = [e.text for e in door.timeline() if e.kind == "app says"]
+        assert door.outcome == "app_hangup" and door.stream_started_at is None, door.to_dict()
+        assert len(said) == 1 and "lines are busy" in said[0], said
+
+        # Signed in while a slot looked free: the stream itself is refused at `start`, and
+        # <Connect action> plays the busy line instead of reconnecting.
+        late_sid = "CA" + secrets.token_hex(16)
+        await services.state.set_pending_account(late_sid, DEMO.account_number)
+        late = await run_call(call_config(app, voice_path="/twiml/pin", call_sid=late_sid))
+        said = [e.text for e in late.timeline() if e.kind == "app says"]
+        assert late.outcome == "app_hangup", late.to_dict()
+        assert "lines are busy" in said[-1], said
+        assert not late.turns or late.turns[0].first_played is None  # no assistant audio
+        assert (await services.state.get_call_state(late_sid))["phase"] == "busy"
+        assert refused() == before + 2
+
+        # A call whose stream dropped keeps its place, full or not: Twilio asks <Connect action>,
+        # which reconnects the stream, and the stream is let in.
+        back_sid = "CA" + secrets.token_hex(16)
+        async with services.db.pool.acquire() as conn:
+            await conn.execute("RESET ROLE")
+            row = await conn.fetchrow(
+                "SELECT id, tenant_id FROM users WHERE account_number = $1", DEMO.account_number
+            )
+            await conn.execute("SET ROLE voice_app_rw")
+        await bind_call(
+            services, call_sid=back_sid, tenant_id=row["tenant_id"], user_id=row["id"],
+            channel="pstn",
+        )
+        await services.state.set_call_state(back_sid, reconnects="1")  # it has dropped once
+        deepgram.expect_utterances(["what is on my todo list"])
+        back = await run_call(
+            call_config(
+                app,
+                Step("say", "what is on my todo list"),
+                voice_path="/twiml/stream-ended",
+                call_sid=back_sid,
+            )
+        )
+        assert back.outcome == "caller_hangup", back.timeline()
+        said = [str(m["content"]).lower() for m in await messages_of(app, back)]
+        assert any("milk" in line for line in said), said
+
+        report = await first  # the call that held the slot went on undisturbed
+        assert report.outcome == "caller_hangup", report.to_dict()
+        assert report.protocol_error_count == 0
+        for _ in range(200):  # the server side of both calls winds down after the caller hangs up
+            if admission.taken == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert admission.taken == 0 and not admission.full
+        assert refused() == before + 2

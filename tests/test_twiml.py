@@ -108,6 +108,9 @@ def test_builders_make_parseable_twiml() -> None:
         ({"phase": "listening", "reconnects": "2"}, True, builders.AfterStream.GIVE_UP),
         ({"reconnects": "junk"}, True, builders.AfterStream.RECONNECT),
         ({}, False, builders.AfterStream.GIVE_UP),
+        ({"phase": "busy"}, True, builders.AfterStream.BUSY),
+        ({"phase": "busy", "reconnects": "2"}, False, builders.AfterStream.BUSY),
+        ({"phase": "busy", "transfer": "issued"}, True, builders.AfterStream.NOTHING),
     ],
 )
 def test_after_stream_decision(state, alive, decision) -> None:
@@ -121,6 +124,7 @@ def test_after_stream_twiml_for_each_decision() -> None:
     assert verbs(twiml(builders.AfterStream.NOTHING)) == []
     assert verbs(twiml(builders.AfterStream.HANG_UP)) == ["Hangup"]
     assert_goodbye(twiml(builders.AfterStream.GIVE_UP))
+    assert "lines are busy" in assert_goodbye(twiml(builders.AfterStream.BUSY))
     reconnect = twiml(builders.AfterStream.RECONNECT)
     assert verbs(reconnect) == ["Say", "Connect"]
     assert_stream(reconnect, "tok")

@@ -14,6 +14,7 @@ from voice_app.console.routes import console_api, console_page
 from voice_app.observability import blueprint as observability
 from voice_app.observability import start_observability
 from voice_app.services import Services, current_services
+from voice_app.streams.admission import call_admission
 from voice_app.streams.routes import bp as streams
 from voice_app.tools.calendar_oauth import blueprint as calendar_oauth
 from voice_app.tools.session import tools_server
@@ -85,6 +86,8 @@ def create_app(settings: Settings | None = None) -> Quart:
                 checks[name] = f"failing: {type(error).__name__}"
         if services.extras.get("draining"):
             checks["process"] = "draining"  # shutting down: send new calls elsewhere
+        elif call_admission(services).full:
+            checks["process"] = "full"  # at MAX_LIVE_CALLS: send new calls elsewhere
         ready = all(v == "ok" for v in checks.values())
         return jsonify(
             status="ready" if ready else "not ready", checks=checks

@@ -54,6 +54,9 @@ class Metrics:
         r = self.registry
         self.active_calls = Gauge("voice_active_calls", "Calls in progress", registry=r)
         self.calls = Counter("voice_calls", "Calls ended, by outcome", ["outcome"], registry=r)
+        self.calls_refused = Counter(
+            "voice_calls_refused", "Calls turned away, by reason", ["reason"], registry=r
+        )
         self.turns = Counter("voice_turns", "Caller turns, by outcome", ["outcome"], registry=r)
         self.turn_latency = Histogram(
             "voice_turn_latency_seconds",
@@ -90,6 +93,7 @@ class Metrics:
         self.pin_lockouts = Counter(
             "voice_pin_lockouts", "Accounts locked after PIN failures", ["channel"], registry=r
         )
+        self.calls_refused.labels("busy")
         for provider in PROVIDERS:  # show zeroes before the first event, so rates exist
             self.provider_errors.labels(provider)
             self.provider_reconnects.labels(provider)

@@ -21,14 +21,17 @@ from voice_app.auth.browser_session import origin_allowed
 from voice_app.auth.twilio_signature import websocket_signature_ok
 from voice_app.db import calls, users
 from voice_app.logs import call_sid_var
+from voice_app.observability.metrics import current_metrics
 from voice_app.observability.telemetry import CallTelemetry
 from voice_app.services import Services, current_services
 from voice_app.state.store import Session
 from voice_app.streams import codec
+from voice_app.streams.admission import call_admission
 from voice_app.streams.hooks import LiveCallHooks
 from voice_app.streams.session import CallSession, EngineConfig
 from voice_app.streams.turns import TurnConfig
 from voice_app.tools.session import open_tools_session
+from voice_app.twiml.builders import reconnect_count
 
 log = logging.getLogger(__name__)
 bp = Blueprint("streams", __name__)
@@ -91,6 +94,33 @@ async def run_call(
         log.warning("stream refused: unknown session token or call SID mismatch")
         await websocket.close(1008, "unknown session")
         return
+    admission = call_admission(services)
+    if not admission.try_take(keeps_place=admission.full and await _reconnecting(services, start)):
+        log.warning("stream refused: this process carries MAX_LIVE_CALLS=%d calls", admission.limit)
+        current_metrics().calls_refused.labels("busy").inc()
+        # <Connect action> reads this and plays the busy line instead of reconnecting.
+        await services.state.set_call_state(start.call_sid, phase="busy")
+        await websocket.close(1013, "busy")  # 1013: try again later
+        return
+    try:
+        await _run_admitted(services, frames, start, session, browser)
+    finally:
+        admission.release()
+
+
+async def _reconnecting(services: Services, start: codec.Start) -> bool:
+    """Is this call already under way (its stream dropped and came back)?"""
+    state = await services.state.get_call_state(start.call_sid)
+    return reconnect_count(state) > 0
+
+
+async def _run_admitted(
+    services: Services,
+    frames: AsyncIterator[str | bytes],
+    start: codec.Start,
+    session: Session,
+    browser: Session | None,
+) -> None:
     context = await _call_context(services, session)
     stt, tts = services.extras["speech"]
     telemetry = CallTelemetry(start.call_sid, context.tenant_id, context.channel, context.user_id)

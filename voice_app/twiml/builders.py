@@ -39,6 +39,9 @@ GOODBYE_NO_INPUT = "We did not hear anything. Goodbye."
 GOODBYE_UNKNOWN_CLIENT = "Sorry, we could not find your account. Please sign in again. Goodbye."
 RECONNECT_APOLOGY = "Sorry, we lost the line for a moment. I'm still here."
 GIVE_UP_APOLOGY = "Sorry, we are having trouble with the line. Please call again. Goodbye."
+GOODBYE_BUSY = (
+    "Sorry, all our lines are busy right now. Please call again in a few minutes. Goodbye."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +155,7 @@ class AfterStream(enum.Enum):
     HANG_UP = "hang_up"  # the assistant said goodbye
     RECONNECT = "reconnect"  # the stream dropped: apologise and open a new one
     GIVE_UP = "give_up"  # dropped too often, or the session is gone
+    BUSY = "busy"  # the process had no room for the call's stream
 
 
 def after_stream(
@@ -162,6 +166,8 @@ def after_stream(
         return AfterStream.NOTHING
     if call_state.get("phase") == "goodbye":
         return AfterStream.HANG_UP
+    if call_state.get("phase") == "busy":
+        return AfterStream.BUSY
     if not session_alive or reconnect_count(call_state) >= max_reconnects:
         return AfterStream.GIVE_UP
     return AfterStream.RECONNECT
@@ -181,4 +187,6 @@ def after_stream_twiml(decision: AfterStream, urls: EdgeUrls, session_token: str
         return hang_up()
     if decision is AfterStream.GIVE_UP:
         return goodbye(GIVE_UP_APOLOGY)
+    if decision is AfterStream.BUSY:
+        return goodbye(GOODBYE_BUSY)
     return connect_stream(urls, session_token, say=RECONNECT_APOLOGY)

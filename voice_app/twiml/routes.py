@@ -23,7 +23,9 @@ from voice_app.auth.pin_signin import (
 )
 from voice_app.auth.twilio_signature import twilio_signed
 from voice_app.db import calls, users
+from voice_app.observability.metrics import current_metrics
 from voice_app.services import Services, current_services
+from voice_app.streams.admission import call_admission
 from voice_app.twiml import builders
 from voice_app.twiml.binding import STATE_SESSION, bind_call
 
@@ -67,6 +69,10 @@ async def voice() -> Response:
             at=datetime.now(UTC), from_number=caller, to_number=form.get("To", ""),
             channel=channel,
         )
+    if call_admission(services).full:  # before any PIN: a caller we cannot carry hears why
+        log.warning("call %s turned away: this process is at MAX_LIVE_CALLS", call_sid)
+        current_metrics().calls_refused.labels("busy").inc()
+        return _xml(builders.goodbye(builders.GOODBYE_BUSY))
 
     if channel == "browser":
         # The identity was bound by us into the access token and Twilio vouches for it.

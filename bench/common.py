@@ -144,6 +144,12 @@ def add_arguments(parser: Any) -> None:
         "--quiet-wait", type=float, default=120.0, help="s to wait for others' load to pass"
     )
     parser.add_argument(
+        "--max-live-calls",
+        type=int,
+        default=0,
+        help="the app's MAX_LIVE_CALLS (default 0: no limit, to measure the engine itself)",
+    )
+    parser.add_argument(
         "--app-ref",
         metavar="REV",
         help="run the app from this git revision (unpacked to a temp dir), not the work tree",
@@ -258,6 +264,7 @@ class Bench:
     name: str
     knobs: Knobs
     app_ref: str | None = None  # a git revision to run the app from, instead of the work tree
+    max_live_calls: int = 0  # the app's MAX_LIVE_CALLS; 0 measures the engine without a limit
     children: Children = field(default_factory=Children)
     database_url: str = ""
     app_dir: Path = ROOT  # where the app's code is run from
@@ -343,6 +350,7 @@ class Bench:
             ANTHROPIC_API_KEY="bench-anthropic-key",
             ANTHROPIC_BASE_URL=self.urls["anthropic"],
             SHUTDOWN_GRACE_SECONDS="2",
+            MAX_LIVE_CALLS=str(self.max_live_calls),
             LOG_FORMAT="json",
         )
         return env

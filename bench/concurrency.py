@@ -55,7 +55,7 @@ MB = 1024 * 1024
 @dataclass
 class Level:
     calls: int
-    full_window: bool  # figures come from the window with every call live
+    full_window: bool  # figures come from the window with every admitted call live
     start: float
     end: float
     turns: list[analysis.TurnFigures] = field(default_factory=list)
@@ -80,6 +80,7 @@ class Level:
     fds_peak: int = 0
     frame_lag_ms: float = 0.0
     outcomes: dict[str, int] = field(default_factory=dict)
+    busy: int = 0  # calls turned away with the busy line (MAX_LIVE_CALLS)
     reply_timeouts: int = 0
     app_errors: int = 0
     app_warnings: int = 0
@@ -89,12 +90,16 @@ class Level:
         return self.end - self.start
 
     @property
+    def admitted(self) -> int:
+        return max(1, self.calls - self.busy)
+
+    @property
     def rss_per_call_kb(self) -> float:
-        return (self.rss_peak - self.rss_idle) / self.calls / 1024
+        return (self.rss_peak - self.rss_idle) / self.admitted / 1024
 
     @property
     def fds_per_call(self) -> float:
-        return (self.fds_peak - self.fds_idle) / self.calls
+        return (self.fds_peak - self.fds_idle) / self.admitted
 
 
 async def run_level(b: Bench, app: App, calls: int, args: argparse.Namespace) -> Level:
@@ -129,6 +134,13 @@ async def run_level(b: Bench, app: App, calls: int, args: argparse.Namespace) ->
     return level
 
 
+def _turned_away(report: CallReport) -> bool:
+    """Heard the busy line (MAX_LIVE_CALLS), at the door or when its stream was refused."""
+    return report.outcome == "app_hangup" and any(
+        e.kind == "app says" and "lines are busy" in e.text for e in report.events
+    )
+
+
 def summarize(
     calls: int,
     reports: list[CallReport],
@@ -138,14 +150,15 @@ def summarize(
     idle: Any,
     levels: dict[str, int],
 ) -> Level:
-    starts = [r.stream_started_at for r in reports if r.stream_started_at is not None]
-    ends = [r.ended_at for r in reports if r.ended_at is not None]
+    live = [r for r in reports if not _turned_away(r)]  # the window is theirs
+    starts = [r.stream_started_at for r in live if r.stream_started_at is not None]
+    ends = [r.ended_at for r in live if r.ended_at is not None]
     start, end = max(starts), min(ends)
     full = start < end
     if not full:
         start, end = min(starts), max(ends)
     result = analysis.attribute(reports, timings, lines)
-    level = Level(calls, full, start, end)
+    level = Level(calls, full, start, end, busy=len(reports) - len(live))
     level.turns = [t for t in result.turns if start <= t.end <= end]
     level.unattributed = len(result.unattributed)
     for why in result.unattributed:
@@ -264,7 +277,7 @@ def print_tables(levels: list[Level], knobs: Knobs, args: argparse.Namespace) ->
     print(
         f"{'calls':>6} | {'replies':>7} {'w/ gap':>6} {'gaps':>5} {'max ms':>6} | "
         f"{'healthz p50':>11} {'p99':>6} {'max':>6} | {'db max':>6} {'full%':>5} | "
-        f"{'failed':>6} {'timeouts':>8} {'unsplit':>7} {'app err':>7} {'warn':>5}"
+        f"{'busy':>5} {'failed':>6} {'timeouts':>8} {'unsplit':>7} {'app err':>7} {'warn':>5}"
     )
     for lv in levels:
         g, f = lv.gaps, analysis.fmt
@@ -274,7 +287,7 @@ def print_tables(levels: list[Level], knobs: Knobs, args: argparse.Namespace) ->
             f"{lv.calls:>6} | {g.replies:>7} {g.replies_with_gaps:>6} {len(g.gaps_ms):>5} "
             f"{f(max(g.gaps_ms, default=None), 6)} | {f(hz['p50'], 11)} {f(hz['p99'], 6)} "
             f"{f(hz['max'], 6)} | {lv.db_held_max:>6} {lv.db_full_pct:5.0f} | "
-            f"{failed:>6} {lv.reply_timeouts:>8} {lv.unattributed:>7} "
+            f"{lv.busy:>5} {failed:>6} {lv.reply_timeouts:>8} {lv.unattributed:>7} "
             f"{lv.app_errors:>7} {lv.app_warnings:>5}"
         )
     for lv in levels:
@@ -296,7 +309,7 @@ def print_tables(levels: list[Level], knobs: Knobs, args: argparse.Namespace) ->
     )
     for lv in levels:
         f = analysis.fmt
-        per_call = lv.app_cpu / lv.calls if lv.app_cpu is not None else None
+        per_call = lv.app_cpu / lv.admitted if lv.app_cpu is not None else None
         print(
             f"{lv.calls:>6} | {f(lv.app_cpu, 8)} {f(per_call, 6, 2)} {f(lv.core0_others, 14)} "
             f"{f(lv.core0_irq, 4)} | "
@@ -325,7 +338,7 @@ async def bench(args: argparse.Namespace) -> None:
     knobs = Knobs.from_args(args)
     levels: list[Level] = []
     sdk: dict[str, Any] | None = None
-    async with Bench("concurrency", knobs, args.app_ref).run() as b:
+    async with Bench("concurrency", knobs, args.app_ref, args.max_live_calls).run() as b:
         for calls in args.levels:
             await wait_for_quiet(args.quiet_wait)
             started = time.monotonic()

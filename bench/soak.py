@@ -75,7 +75,7 @@ async def place_calls(
 async def bench(args: argparse.Namespace) -> None:
     knobs = Knobs.from_args(args)
     recordings: dict[str, bytes] = {}
-    bench_run = Bench("soak", knobs, args.app_ref).run()
+    bench_run = Bench("soak", knobs, args.app_ref, args.max_live_calls).run()
     async with bench_run as b, b.app(heap_frames=args.heap) as app:
         await warm_up(app)
         await wait_for_quiet(args.quiet_wait)

@@ -37,7 +37,8 @@ from bench.common import (
 async def bench(args: argparse.Namespace) -> None:
     knobs = Knobs.from_args(args)
     calls = math.ceil(args.turns / args.turns_per_call)
-    async with Bench("turn_latency", knobs, args.app_ref).run() as b, b.app() as app:
+    bench_run = Bench("turn_latency", knobs, args.app_ref, args.max_live_calls).run()
+    async with bench_run as b, b.app() as app:
         await warm_up(app)
         await wait_for_quiet(args.quiet_wait)
         await b.reset_timings()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -67,8 +68,9 @@ async def messages_of(app: LiveApp, report: CallReport) -> list[dict[str, object
 
 
 async def test_a_full_turn_speech_in_reply_out_untranscoded(
-    app: LiveApp, deepgram: DeepgramStandIn
+    app: LiveApp, deepgram: DeepgramStandIn, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="voice_app.streams")
     deepgram.expect_utterances(["what is on my todo list"])
     report = await run_call(call_config(app, Step("say", "what is on my todo list")))
 
@@ -87,6 +89,13 @@ async def test_a_full_turn_speech_in_reply_out_untranscoded(
     assert reply["interrupted"] is False
     listen = deepgram.listen_connections[-1]
     assert listen.query["encoding"] == "mulaw" and listen.query["sample_rate"] == "8000"
+    # The caller hung up first (the server cancels the handler): the end is still logged, once.
+    for _ in range(100):
+        ended = [r for r in caplog.records if r.getMessage().startswith("call ended: ")]
+        if ended:
+            break
+        await asyncio.sleep(0.05)
+    assert len(ended) == 1 and "call ended: completed" in ended[0].getMessage(), ended
 
 
 async def test_barge_in_clears_drops_stale_audio_and_trims_history(

@@ -140,12 +140,11 @@ async def _run_admitted(
         live_calls.add(call)
         try:
             with telemetry:
-                outcome = await call.run(frames, start)
+                await call.run(frames, start)
         finally:
             live_calls.discard(call)
             if browser is not None:  # no Twilio status callbacks for a local call
                 await _record_local_end(services, call)
-    log.info("call ended: %s (%s)", outcome, call.stats)
     # Closing the socket is what lets Twilio go on to <Connect action> (goodbye or transfer).
     await websocket.close(1000)
 

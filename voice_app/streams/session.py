@@ -246,6 +246,9 @@ class CallSession:
             await self.assistant.aclose()  # its log first: the call record sums it up
         with contextlib.suppress(Exception):
             await self.hooks.finished(self.outcome)
+        # Logged here, not after run() returns: a caller who hangs up first gets the handler
+        # cancelled, and this task is the part that always runs to the end.
+        log.info("call ended: %s (%s)", self.outcome, self.stats)
 
     # --- inbound ---------------------------------------------------------------------------
 

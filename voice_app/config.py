@@ -174,7 +174,7 @@ class Settings:
     idle_reprompt_seconds: float = setting(_float_between(2.0, 120.0), 8.0)
     shutdown_grace_seconds: int = setting(_int_between(0, 3600), 60)
     # Calls one process carries at once (0: no limit); the next caller hears a busy line. Set it
-    # from bench/concurrency on your hardware: one core of the benchmark VM holds ~25 cleanly.
+    # from bench/concurrency on your hardware: one core of the benchmark VMs held 20-50 cleanly.
     max_live_calls: int = setting(_int_between(0, 100_000), 25)
     session_ttl_seconds: int = setting(_int_between(60, 7 * 24 * 3600), 4 * 3600)
     # Sign-in attempts (caller PIN or console password) per client address per 10 minutes,

@@ -134,9 +134,12 @@ def serve_forever(settings: Settings) -> int:
     from hypercorn.config import Config
 
     from voice_app.app import create_app
+    from voice_app.memory import release_free_heap_periodically
     from voice_app.shutdown import drain
 
     app = create_app(settings)
+
+    background: list[asyncio.Task[None]] = []
 
     @app.before_serving  # after create_app's own start-up (services, warm-up): runs last
     async def freeze_start_up_objects() -> None:
@@ -144,6 +147,12 @@ def serve_forever(settings: Settings) -> int:
         # ~330k import-time objects paused the loop for 0.2-0.4 s and broke live audio.
         gc.collect()
         gc.freeze()
+        background.append(asyncio.create_task(release_free_heap_periodically()))
+
+    @app.after_serving
+    async def stop_background() -> None:
+        for task in background:
+            task.cancel()
 
     config = Config()
     config.bind = [f"{settings.host}:{settings.port}"]

@@ -134,9 +134,10 @@ def serve_forever(settings: Settings) -> int:
     from hypercorn.config import Config
 
     from voice_app.app import create_app
-    from voice_app.memory import release_free_heap_periodically
+    from voice_app.memory import map_large_blocks, release_free_heap_periodically
     from voice_app.shutdown import drain
 
+    map_large_blocks()  # before anything allocates: PIN hashing's buffers are then returned
     app = create_app(settings)
 
     background: list[asyncio.Task[None]] = []

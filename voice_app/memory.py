@@ -4,7 +4,12 @@ CPython serves objects over 512 bytes (audio frames, JSON messages, base64 paylo
 Under a steady call load the holes they leave in glibc's main heap stay resident: a 35-minute
 soak showed RSS creeping by 0.2-0.6 MB a minute, all of it in [heap], while the traced Python heap
 stayed flat. `malloc_trim(0)` hands those free pages back, so RSS follows what is really in use.
-Elsewhere (musl, macOS) there is no such call and this does nothing.
+
+Large blocks are the other half: glibc raises its mmap threshold after the first large free (up
+to 32 MiB), so each argon2 PIN check's 19 MiB buffer then comes from, and stays in, the arena of
+the worker thread that ran it: up to 19 MB per thread of the loop's pool, which no trim returns.
+`map_large_blocks()` fixes the threshold at 1 MiB, so such buffers are mapped and unmapped.
+Elsewhere (musl, macOS) neither call exists and both do nothing.
 """
 
 from __future__ import annotations
@@ -20,18 +25,31 @@ from functools import cache
 log = logging.getLogger(__name__)
 
 TRIM_EVERY_S = 60.0
+LARGE_BLOCK = 1 << 20
+M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 
 
 @cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
+def _libc_function(name: str, *argtypes: type) -> Callable[..., int] | None:
+    library = ctypes.util.find_library("c")
+    if library is None:
         return None
-    trim = getattr(ctypes.CDLL(name), "malloc_trim", None)
-    if trim is None:
+    function = getattr(ctypes.CDLL(library), name, None)
+    if function is None:
         return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim  # type: ignore[no-any-return]
+    function.argtypes, function.restype = list(argtypes), ctypes.c_int
+    return function  # type: ignore[no-any-return]
+
+
+def _malloc_trim() -> Callable[..., int] | None:
+    return _libc_function("malloc_trim", ctypes.c_size_t)
+
+
+def map_large_blocks() -> bool:
+    """Serve blocks of LARGE_BLOCK or more from their own mappings, given back on free.
+    Call once at start-up; False where the C library has no mallopt."""
+    mallopt = _libc_function("mallopt", ctypes.c_int, ctypes.c_int)
+    return mallopt is not None and mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK) == 1
 
 
 def release_free_heap() -> bool:

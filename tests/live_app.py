@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,23 +37,30 @@ class LiveApp:
 
 @asynccontextmanager
 async def live_app(settings: Settings, **overrides: Any) -> AsyncIterator[LiveApp]:
-    port = free_port()
-    settings = dataclasses.replace(
-        settings, port=port, public_base_url=f"http://127.0.0.1:{port}", **overrides
-    )
-    app = create_app(settings)
-    config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.accesslog = None
-    config.graceful_timeout = 2
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
-    for _ in range(200):  # until the socket answers and start-up ran
-        await asyncio.sleep(0.025)
-        if "services" in app.extensions:
-            break
+    # free_port() closes its socket before Hypercorn binds, and in between the kernel may hand the
+    # port to some outgoing connection as its local port: then pick another.
+    for attempt in range(5):
+        port = free_port()
+        live_settings = dataclasses.replace(
+            settings, port=port, public_base_url=f"http://127.0.0.1:{port}", **overrides
+        )
+        app = create_app(live_settings)
+        config = Config()
+        config.bind = [f"127.0.0.1:{port}"]
+        config.accesslog = None
+        config.graceful_timeout = 2
+        stop = asyncio.Event()
+        task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+        for _ in range(200):  # until the socket answers and start-up ran
+            await asyncio.sleep(0.025)
+            if "services" in app.extensions or task.done():
+                break
+        error = task.exception() if task.done() else None
+        if isinstance(error, OSError) and error.errno == errno.EADDRINUSE and attempt < 4:
+            continue
+        break
     try:
-        yield LiveApp(app, settings, f"http://127.0.0.1:{port}")
+        yield LiveApp(app, live_settings, f"http://127.0.0.1:{port}")
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
